@@ -1,0 +1,1 @@
+"""LoRA Studio: a local Stable Diffusion workbench on diffusers."""
