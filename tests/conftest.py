@@ -41,3 +41,42 @@ def socket_guard(monkeypatch: pytest.MonkeyPatch) -> None:
         raise NetworkAccessError(f"test tried to resolve {host!r}")
 
     monkeypatch.setattr(socket, "getaddrinfo", guarded_getaddrinfo)
+
+
+# ----- tiny models ---------------------------------------------------------------------------
+from pathlib import Path  # noqa: E402
+
+TINY_MODELS = {
+    "tiny-sd1": dict(family="sd1"),
+    "tiny-sd2-v": dict(family="sd2", prediction_type="v_prediction"),
+    "tiny-sdxl": dict(family="sdxl"),
+    "tiny-sd1-inpainting": dict(family="sd1", inpainting=True),
+}
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A models/ folder with a tiny diffusers folder of each architecture."""
+    from app.engine.tiny import build_tiny_pipeline
+
+    root = tmp_path_factory.mktemp("models")
+    for sub in ("Stable-diffusion", "Lora", "VAE"):
+        (root / sub).mkdir()
+    for name, kwargs in TINY_MODELS.items():
+        build_tiny_pipeline(**kwargs).save_pretrained(root / "Stable-diffusion" / name)
+    return root
+
+
+@pytest.fixture
+def outputs_dir(tmp_path: Path) -> Path:
+    return tmp_path / "outputs"
+
+
+@pytest.fixture
+def engine(models_dir: Path, outputs_dir: Path):
+    from app.engine import Engine, EngineConfig
+
+    eng = Engine(EngineConfig(models_dir=models_dir, outputs_dir=outputs_dir, default_model="tiny-sd1",
+                              device="cpu", preview_every=1, max_resident_models=2))
+    yield eng
+    eng.shutdown()

@@ -1,0 +1,58 @@
+"""Set up the project's virtual environment the way A1111's launcher does, then re-run inside it.
+
+Standard library only: this runs under whatever ``python3`` the user has, before anything is
+installed. The first run creates ``.venv``, installs torch first (``torch==2.13.0`` unless
+``LORA_STUDIO_TORCH`` says otherwise: a plain ``torch`` would pull several GB of CUDA packages on
+a CPU machine), then the project. Later runs compare a stamp and start at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV = ROOT / ".venv"
+DEFAULT_TORCH = "torch==2.13.0"
+
+
+def venv_python() -> Path:
+    return VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+
+
+def in_project_venv() -> bool:
+    return Path(sys.prefix).resolve() == VENV.resolve()
+
+
+def _stamp_text(extras: str) -> str:
+    torch_spec = os.environ.get("LORA_STUDIO_TORCH", DEFAULT_TORCH)
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    return f"{digest} {torch_spec} [{extras}]\n"
+
+
+def _run(*args: str) -> None:
+    print("[bootstrap]", " ".join(args), flush=True)
+    subprocess.run(args, check=True)
+
+
+def ensure_environment(extras: str = "") -> None:
+    """Create/refresh .venv when needed, then re-execute this script with its interpreter."""
+    if in_project_venv():
+        return
+    stamp = VENV / f".lora-studio-installed{('-' + extras) if extras else ''}"
+    wanted = _stamp_text(extras)
+    python = venv_python()
+    if not (python.exists() and stamp.exists() and stamp.read_text() == wanted):
+        if not python.exists():
+            _run(sys.executable, "-m", "venv", str(VENV))
+        pip = [str(python), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+        torch_spec = os.environ.get("LORA_STUDIO_TORCH", DEFAULT_TORCH)
+        if subprocess.run([str(python), "-c", "import torch"], capture_output=True).returncode != 0:
+            _run(*pip, torch_spec)
+        target = f"{ROOT}[{extras}]" if extras else str(ROOT)
+        _run(*pip, "-e", target)
+        stamp.write_text(wanted)
+    os.execv(str(python), [str(python), *sys.argv])

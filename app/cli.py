@@ -1,0 +1,73 @@
+"""Command-line options of launch.py and the start-up sequence: flags -> config -> Engine -> UI."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+log = logging.getLogger("lora_studio")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="launch.py",
+        description="LoRA Studio: a local Stable Diffusion workbench. Opens a web UI on this machine.",
+    )
+    parser.add_argument("--listen", action="store_true",
+                        help="listen on all network interfaces (0.0.0.0) so others on the LAN can connect; "
+                             "the default is 127.0.0.1, this machine only")
+    parser.add_argument("--port", type=int, default=7860, help="port of the web UI (default 7860)")
+    parser.add_argument("--models-dir", type=Path, default=Path("models"),
+                        help="folder with Stable-diffusion/, Lora/ and VAE/ subfolders (default ./models)")
+    parser.add_argument("--outputs-dir", type=Path, default=Path("outputs"),
+                        help="where generated images are saved (default ./outputs)")
+    parser.add_argument("--model", default=None,
+                        help="default checkpoint: a name from models/Stable-diffusion, a path to a diffusers "
+                             "folder or .safetensors file, or a Hugging Face hub id (needs internet). "
+                             "Default: the bundled model")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto",
+                        help="where models run: auto picks CUDA, then Apple MPS, then the CPU")
+    parser.add_argument("--dtype", choices=["auto", "fp32", "fp16", "bf16"], default="auto",
+                        help="weight precision: auto is fp16 on a GPU and fp32 on the CPU")
+    parser.add_argument("--attention", choices=["sdpa", "xformers"], default="sdpa",
+                        help="attention kernels: PyTorch SDPA (default) or xformers (CUDA only, "
+                             "needs the 'xformers' extra installed)")
+    parser.add_argument("--max-models", type=int, default=1,
+                        help="how many checkpoints stay loaded at once (default 1)")
+    parser.add_argument("--allow-pickle", action="store_true",
+                        help="allow .ckpt/.pt checkpoints (pickle files can run code; they are loaded with "
+                             "weights_only=True). Off by default: prefer .safetensors")
+    return parser
+
+
+def engine_config_from_args(args: argparse.Namespace):
+    """Turn parsed flags into an EngineConfig, writing the placeholder model if none is given."""
+    from app.engine.config import EngineConfig
+    from app.engine.placeholder import ensure_placeholder_model
+
+    extra: tuple[Path, ...] = ()
+    model = args.model
+    if model and Path(model).exists():  # a path given by the operator: register it by its file name
+        extra = (Path(model).resolve(),)
+        model = Path(model).name
+    if model is None:
+        model = ensure_placeholder_model(args.models_dir)
+    return EngineConfig(
+        models_dir=args.models_dir, outputs_dir=args.outputs_dir, default_model=model,
+        device=args.device, dtype=args.dtype, attention=args.attention,
+        max_resident_models=args.max_models, allow_pickle=args.allow_pickle, extra_checkpoints=extra,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from app.engine import Engine
+    from app.ui import launch_ui
+
+    config = engine_config_from_args(args)
+    engine = Engine(config)
+    log.info("device %s, dtype %s, default model %s", config.resolved_device(), config.resolved_dtype(),
+             config.default_model)
+    launch_ui(engine, host="0.0.0.0" if args.listen else "127.0.0.1", port=args.port)

@@ -1,0 +1,52 @@
+"""Engine settings, built once by launch.py (or a test) and passed in."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+DeviceChoice = Literal["auto", "cpu", "cuda", "mps"]
+DtypeChoice = Literal["auto", "fp32", "fp16", "bf16"]
+AttentionChoice = Literal["sdpa", "xformers"]
+
+_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    models_dir: Path = Path("models")
+    outputs_dir: Path = Path("outputs")
+    default_model: str | None = None  # registry name, path given at launch, or hub id
+    device: DeviceChoice = "auto"
+    dtype: DtypeChoice = "auto"
+    attention: AttentionChoice = "sdpa"
+    max_resident_models: int = 1  # pipelines kept loaded on the device
+    preview_every: int = 2  # a live preview every N sampling steps; 0 = none
+    allow_pickle: bool = False  # load .ckpt/.pt checkpoints (with torch.load(weights_only=True))
+    extra_checkpoints: tuple[Path, ...] = field(default_factory=tuple)
+
+    def resolved_device(self) -> torch.device:
+        if self.device == "auto":
+            if torch.cuda.is_available():
+                return torch.device("cuda")
+            if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+                return torch.device("mps")
+            return torch.device("cpu")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise ValueError("--device cuda was asked for, but PyTorch sees no CUDA device.")
+        if self.device == "mps" and not torch.backends.mps.is_available():
+            raise ValueError("--device mps was asked for, but this machine has no MPS device.")
+        return torch.device(self.device)
+
+    def resolved_dtype(self) -> torch.dtype:
+        """fp16 on CUDA/MPS and fp32 on the CPU unless asked otherwise."""
+        if self.dtype != "auto":
+            return _DTYPES[self.dtype]
+        return torch.float32 if self.resolved_device().type == "cpu" else torch.float16
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return {v: k for k, v in _DTYPES.items()}.get(dtype, str(dtype))

@@ -1,0 +1,51 @@
+"""The engine facade every front end talks to: submit a request, get a Job to follow."""
+
+from __future__ import annotations
+
+import logging
+
+from app.engine.config import EngineConfig
+from app.engine.jobs import Job, JobResult
+from app.engine.manager import ModelManager
+from app.engine.registry import ModelRegistry
+from app.engine.requests import GenerationRequest
+from app.engine.tasks import GenerationSettings, run_generation
+from app.engine.worker import Worker
+
+log = logging.getLogger(__name__)
+
+LOCAL_OWNER = "local"
+
+
+class Engine:
+    """Owns the registry, the model manager and the worker. Build one per process."""
+
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+        self.registry = ModelRegistry(config.models_dir, config.extra_checkpoints)
+        self.manager = ModelManager(config, self.registry)
+        self.worker = Worker()
+        self.settings = GenerationSettings(config.outputs_dir, config.preview_every)
+
+    def submit(self, request: GenerationRequest, owner: str = LOCAL_OWNER) -> Job:
+        """Validate and queue a request. Raises ValueError for a bad request (nothing is queued)."""
+        request.validate()
+        if request.model is not None:
+            self.registry.find_checkpoint(request.model)  # unknown names fail now, not in the queue
+        if request.vae is not None:
+            self.registry.find_vae(request.vae)
+        job = Job(owner, lambda ctx: run_generation(ctx, request, self.manager, self.settings),
+                  description=f"{request.task}: {request.prompt[:60]}")
+        log.info("%s queued for %s: %s", job.id, owner, job.description)
+        return self.worker.submit(job)
+
+    def generate(self, request: GenerationRequest, owner: str = LOCAL_OWNER, timeout: float | None = None) -> JobResult:
+        """Submit and wait: the synchronous form, for scripts and the API."""
+        return self.submit(request, owner).wait(timeout)
+
+    def cancel(self, job_id: str, owner: str = LOCAL_OWNER) -> bool:
+        return self.worker.cancel(job_id, owner)
+
+    def shutdown(self) -> None:
+        self.worker.stop()
+        self.manager.unload_all()

@@ -1,0 +1,136 @@
+"""Jobs and their events: what a client holds while the worker runs its request."""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from PIL import Image
+
+TERMINAL_PHASES = frozenset({"done", "failed", "cancelled"})
+PHASES = ("queued", "loading", "sampling", "decoding", "saving", "done", "failed", "cancelled")
+
+
+class JobCancelled(Exception):
+    """Raised inside a running job when its owner cancelled it."""
+
+
+class JobFailed(RuntimeError):
+    """Raised by ``Job.wait`` when the job failed; the message is the job's error."""
+
+
+@dataclass
+class JobResult:
+    images: list[Image.Image] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=list)
+    infotexts: list[str] = field(default_factory=list)
+    paths: list[Path] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    """One update of a job. ``phase`` is one of PHASES; the other fields fill in as they apply."""
+
+    job_id: str
+    phase: str
+    position: int | None = None  # queued: how many jobs run before this one (0 = next)
+    step: int | None = None  # sampling: steps done in the current image batch
+    total_steps: int | None = None
+    batch_index: int | None = None  # which of the request's batches (0-based)
+    batch_count: int | None = None
+    eta_seconds: float | None = None  # for the whole job, from the measured speed
+    preview: Image.Image | None = None  # sampling: a cheap latent preview every few steps
+    result: JobResult | None = None
+    message: str = ""
+    time: float = field(default_factory=time.monotonic)
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.phase in TERMINAL_PHASES
+
+
+_ids = itertools.count(1)
+
+
+class Job:
+    """A unit of device work with an owner, an event stream and a cancel flag."""
+
+    def __init__(self, owner: str, work: Callable[["JobContext"], JobResult], description: str = "") -> None:
+        self.id = f"job-{next(_ids)}"
+        self.owner = owner
+        self.description = description
+        self._work = work
+        self._events: queue.Queue[JobEvent] = queue.Queue()
+        self._cancel = threading.Event()
+        self._finished = threading.Event()
+        self.final_event: JobEvent | None = None
+
+    # ----- for clients ---------------------------------------------------------------------
+    @property
+    def cancel_requested(self) -> bool:
+        return self._cancel.is_set()
+
+    @property
+    def finished(self) -> bool:
+        return self._finished.is_set()
+
+    def events(self, timeout: float | None = None) -> Iterator[JobEvent]:
+        """Yield events until the terminal one (inclusive). ``timeout`` bounds each wait."""
+        while True:
+            try:
+                event = self._events.get(timeout=timeout)
+            except queue.Empty:
+                raise TimeoutError(f"{self.id}: no event for {timeout} s") from None
+            yield event
+            if event.is_terminal:
+                return
+
+    def wait(self, timeout: float | None = None) -> JobResult:
+        """Block until the job ends; return its result or raise JobFailed / JobCancelled."""
+        if not self._finished.wait(timeout):
+            raise TimeoutError(f"{self.id} did not finish within {timeout} s")
+        final = self.final_event
+        assert final is not None
+        if final.phase == "cancelled":
+            raise JobCancelled(final.message or "cancelled")
+        if final.phase == "failed":
+            raise JobFailed(final.message)
+        assert final.result is not None
+        return final.result
+
+    # ----- for the worker ------------------------------------------------------------------
+    def emit(self, phase: str, **data: Any) -> None:
+        if phase not in PHASES:
+            raise ValueError(f"unknown phase {phase!r}")
+        event = JobEvent(self.id, phase, **data)
+        if event.is_terminal:
+            self.final_event = event
+        self._events.put(event)
+        if event.is_terminal:
+            self._finished.set()
+
+    def request_cancel(self) -> None:
+        self._cancel.set()
+
+    def run(self, context: "JobContext") -> JobResult:
+        return self._work(context)
+
+
+@dataclass
+class JobContext:
+    """Handed to a job's work function: report progress, and stop when cancelled."""
+
+    job: Job
+
+    def emit(self, phase: str, **data: Any) -> None:
+        self.job.emit(phase, **data)
+
+    def check_cancelled(self) -> None:
+        if self.job.cancel_requested:
+            raise JobCancelled("Interrupted by its owner.")

@@ -1,0 +1,182 @@
+"""What is on disk: checkpoints, LoRAs and VAEs under the models folder (A1111's layout).
+
+``models/Stable-diffusion/`` holds diffusers folders (with ``model_index.json``) and single-file
+checkpoints; ``models/Lora/`` LoRA files; ``models/VAE/`` VAEs (single files or diffusers
+folders). Requests name models by the names listed here; a name that looks like a Hugging Face
+hub id (``owner/name``) and is not on disk is treated as one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+CHECKPOINT_DIR = "Stable-diffusion"
+LORA_DIR = "Lora"
+VAE_DIR = "VAE"
+SAFE_SUFFIXES = (".safetensors",)
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
+MODEL_CARD = "lora_studio.json"  # optional per-model notes: label, default size/steps, preview factors
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
+
+EntryKind = Literal["diffusers", "single_file", "pickle", "hub"]
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One checkpoint, LoRA or VAE the app can use."""
+
+    name: str  # what requests and the UI call it: path relative to its folder, with suffix for files
+    path: Path | None  # None for hub ids
+    kind: EntryKind
+
+    @property
+    def title(self) -> str:
+        label = self.card().get("label")
+        return f"{self.name} ({label})" if label else self.name
+
+    def card(self) -> dict:
+        """The model's ``lora_studio.json`` notes, or {}."""
+        if self.path is None or not self.path.is_dir():
+            return {}
+        card = self.path / MODEL_CARD
+        return json.loads(card.read_text(encoding="utf-8")) if card.is_file() else {}
+
+
+class ModelRegistry:
+    """Scans the models folder; computes A1111-style hashes once per file version."""
+
+    def __init__(self, models_dir: Path, extra_checkpoints: tuple[Path, ...] = ()) -> None:
+        self.models_dir = Path(models_dir)
+        self.extra_checkpoints = tuple(Path(p) for p in extra_checkpoints)
+        self._hashes: dict[tuple[Path, int, int], str] = {}
+        self._lock = threading.Lock()
+
+    # ----- listing -------------------------------------------------------------------------
+    def checkpoints(self) -> list[ModelEntry]:
+        root = self.models_dir / CHECKPOINT_DIR
+        entries = self._scan(root, allow_folders=True)
+        for path in self.extra_checkpoints:
+            entries.append(_entry_for(path, path.name))
+        return entries
+
+    def loras(self) -> list[ModelEntry]:
+        return self._scan(self.models_dir / LORA_DIR, allow_folders=False)
+
+    def vaes(self) -> list[ModelEntry]:
+        return self._scan(self.models_dir / VAE_DIR, allow_folders=True)
+
+    def _scan(self, root: Path, *, allow_folders: bool) -> list[ModelEntry]:
+        if not root.is_dir():
+            return []
+        found: list[ModelEntry] = []
+        for path in sorted(root.rglob("*")):
+            rel = path.relative_to(root).as_posix()
+            if any(part.startswith(".") for part in path.relative_to(root).parts):
+                continue
+            if path.is_dir():
+                if allow_folders and _is_diffusers_folder(path) and not _inside_diffusers_folder(path, root):
+                    found.append(ModelEntry(rel, path, "diffusers"))
+            elif path.suffix.lower() in SAFE_SUFFIXES + PICKLE_SUFFIXES and not _inside_diffusers_folder(path, root):
+                found.append(_entry_for(path, rel))
+        return found
+
+    # ----- lookup --------------------------------------------------------------------------
+    def find_checkpoint(self, name: str) -> ModelEntry:
+        """The checkpoint called ``name`` (also without its suffix), or a hub entry for a hub id."""
+        entry = _find(self.checkpoints(), name)
+        if entry is not None:
+            return entry
+        if HUB_ID.match(name) and not (self.models_dir / CHECKPOINT_DIR / name).exists():
+            return ModelEntry(name, None, "hub")
+        known = ", ".join(e.name for e in self.checkpoints()) or "none"
+        raise ValueError(
+            f"No checkpoint called {name!r} in {self.models_dir / CHECKPOINT_DIR}. Available: {known}."
+        )
+
+    def find_vae(self, name: str) -> ModelEntry:
+        entry = _find(self.vaes(), name)
+        if entry is None:
+            known = ", ".join(e.name for e in self.vaes()) or "none"
+            raise ValueError(f"No VAE called {name!r} in {self.models_dir / VAE_DIR}. Available: {known}.")
+        return entry
+
+    def find_lora(self, name: str) -> ModelEntry:
+        entry = _find(self.loras(), name)
+        if entry is None:
+            known = ", ".join(e.name for e in self.loras()) or "none"
+            raise ValueError(f"No LoRA called {name!r} in {self.models_dir / LORA_DIR}. Available: {known}.")
+        return entry
+
+    # ----- hashes --------------------------------------------------------------------------
+    def short_hash(self, entry: ModelEntry) -> str | None:
+        """A1111's "Model hash": the first 10 hex digits of the file's sha256. For a diffusers
+        folder, the sha256 of its UNet weights file; None for hub models."""
+        target = _hash_target(entry)
+        if target is None:
+            return None
+        stat = target.stat()
+        key = (target, stat.st_mtime_ns, stat.st_size)
+        with self._lock:
+            cached = self._hashes.get(key)
+        if cached is None:
+            cached = sha256_file(target)
+            with self._lock:
+                self._hashes[key] = cached
+        return cached[:10]
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _entry_for(path: Path, name: str) -> ModelEntry:
+    if path.is_dir():
+        return ModelEntry(name, path, "diffusers")
+    kind: EntryKind = "pickle" if path.suffix.lower() in PICKLE_SUFFIXES else "single_file"
+    return ModelEntry(name, path, kind)
+
+
+def _find(entries: list[ModelEntry], name: str) -> ModelEntry | None:
+    for entry in entries:
+        aliases = {entry.name, entry.title}
+        if entry.kind != "diffusers":
+            aliases.add(Path(entry.name).with_suffix("").as_posix())
+        if name in aliases:
+            return entry
+    return None
+
+
+def _is_diffusers_folder(path: Path) -> bool:
+    return (path / "model_index.json").is_file() or (path / "config.json").is_file()
+
+
+def _inside_diffusers_folder(path: Path, root: Path) -> bool:
+    """True for anything below a diffusers folder (its parts are not models of their own)."""
+    parent = path.parent
+    while parent != root and root in parent.parents:
+        if _is_diffusers_folder(parent):
+            return True
+        parent = parent.parent
+    return False
+
+
+def _hash_target(entry: ModelEntry) -> Path | None:
+    if entry.path is None:
+        return None
+    if entry.path.is_file():
+        return entry.path
+    for candidate in ("unet/diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.safetensors"):
+        if (entry.path / candidate).is_file():
+            return entry.path / candidate
+    weights = sorted(entry.path.rglob("*.safetensors"))
+    return weights[0] if weights else None

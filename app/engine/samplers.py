@@ -1,0 +1,457 @@
+"""A1111 sampler and schedule-type names, and the diffusers schedulers that run them.
+
+A1111 1.9+ shows a sampler ("DPM++ 2M") and a schedule type ("Karras") as two fields; before 1.9
+they were fused into one name ("DPM++ 2M Karras"), which A1111 still accepts. Here both forms are
+accepted and turned into the canonical pair, and ``make_scheduler`` builds the diffusers scheduler
+from the model's own scheduler config (so betas, ``num_train_timesteps`` and ``prediction_type``,
+v-prediction included, carry over).
+
+Facts this module follows (A1111 1.9/1.10 ``modules/sd_samplers_kdiffusion.py``,
+``modules/sd_schedulers.py``, ``modules/sd_samplers_timesteps*.py``, ``modules/shared_options.py``):
+
+* "Automatic" means the sampler's own default schedule: Karras for DPM++ 2M, DPM2, DPM2 a
+  (and DPM++ SDE, DPM++ 2S a, Restart); Exponential for DPM++ 2M SDE, DPM++ 2M SDE Heun (and
+  DPM++ 3M SDE); for the others the model's own discretisation, which is the "Uniform" schedule
+  (sigmas at timesteps spaced evenly from 999 down to 0, then 0).
+* In the infotext A1111 writes the resolved label ("Schedule type: Karras" for an Automatic
+  DPM++ 2M) when Automatic resolves to a named schedule, and "Automatic" otherwise.
+* DDIM, PLMS and UniPC ignore the schedule type: DDIM and PLMS step at ``range(0, 1000,
+  1000 // steps) + 1`` (diffusers ``timestep_spacing="leading"``, ``steps_offset=1``), UniPC uses
+  variant bh1, order 3, lower-order final and a time-uniform grid ending at t=0.
+* Karras and Exponential span the model's full sigma range, like A1111's sigma_min/sigma_max.
+
+The sigma-based samplers therefore always get ``timestep_spacing="linspace"`` (the full 999..0
+range A1111 uses), whatever the model's config says: SD 1.x/SDXL configs say "leading", which
+would start sampling below the model's maximum noise. SGM Uniform is diffusers'
+``timestep_spacing="trailing"``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from diffusers import (
+    DDIMScheduler,
+    DEISMultistepScheduler,
+    DPMSolverMultistepScheduler,
+    EulerAncestralDiscreteScheduler,
+    EulerDiscreteScheduler,
+    HeunDiscreteScheduler,
+    KDPM2AncestralDiscreteScheduler,
+    KDPM2DiscreteScheduler,
+    PNDMScheduler,
+    UniPCMultistepScheduler,
+)
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+
+AUTOMATIC = "Automatic"
+UNIFORM = "Uniform"
+KARRAS = "Karras"
+EXPONENTIAL = "Exponential"
+SGM_UNIFORM = "SGM Uniform"
+
+SCHEDULE_TYPES: tuple[str, ...] = (AUTOMATIC, UNIFORM, KARRAS, EXPONENTIAL, SGM_UNIFORM)
+
+# What each named schedule sets on a sigma-based diffusers scheduler.
+_SCHEDULE_OVERRIDES: Mapping[str, Mapping[str, object]] = MappingProxyType(
+    {
+        UNIFORM: MappingProxyType({}),
+        KARRAS: MappingProxyType({"use_karras_sigmas": True}),
+        EXPONENTIAL: MappingProxyType({"use_exponential_sigmas": True}),
+        SGM_UNIFORM: MappingProxyType({"timestep_spacing": "trailing"}),
+    }
+)
+
+# Other spellings A1111 accepts for a schedule type (its internal names and aliases).
+_SCHEDULE_ALIASES: Mapping[str, str] = MappingProxyType(
+    {
+        "automatic": AUTOMATIC,
+        "uniform": UNIFORM,
+        "karras": KARRAS,
+        "exponential": EXPONENTIAL,
+        "sgm_uniform": SGM_UNIFORM,
+        "sgmuniform": SGM_UNIFORM,
+    }
+)
+
+# A1111 schedule types LoRA Studio does not offer, with the reason.
+_UNAVAILABLE_SCHEDULES: Mapping[str, str] = MappingProxyType(
+    {
+        "Beta": "diffusers computes it only with the optional scipy package",
+        "Polyexponential": "diffusers has no equivalent",
+        "KL Optimal": "diffusers has no equivalent",
+        "Align Your Steps": "diffusers has no equivalent",
+        "Simple": "diffusers has no exact equivalent",
+        "Normal": "diffusers has no exact equivalent; Uniform is nearly the same",
+        "DDIM": "diffusers has no equivalent for k-diffusion samplers",
+    }
+)
+_UNAVAILABLE_SCHEDULE_ALIASES: Mapping[str, str] = MappingProxyType(
+    {
+        "polyexponential": "Polyexponential",
+        "kl_optimal": "KL Optimal",
+        "align_your_steps": "Align Your Steps",
+        "simple": "Simple",
+        "normal": "Normal",
+        "ddim": "DDIM",
+        "beta": "Beta",
+    }
+)
+
+_SIGMA_SCHEDULES: tuple[str, ...] = SCHEDULE_TYPES
+_SPACING_SCHEDULES: tuple[str, ...] = (AUTOMATIC, UNIFORM, SGM_UNIFORM)
+_OWN_SCHEDULE: tuple[str, ...] = (AUTOMATIC,)
+
+# Settings every sigma-based scheduler gets before the schedule's own: the full timestep range and
+# no sigma conversion left over from the model's config.
+_SIGMA_BASE: Mapping[str, object] = MappingProxyType(
+    {
+        "timestep_spacing": "linspace",
+        "use_karras_sigmas": False,
+        "use_exponential_sigmas": False,
+        "use_beta_sigmas": False,
+        "use_flow_sigmas": False,
+    }
+)
+
+# Latent models must never clip or threshold the predicted x0 (see offline-facts "Schedulers").
+_LATENT_SAFE: Mapping[str, object] = MappingProxyType({"clip_sample": False, "thresholding": False})
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    """How one A1111 sampler maps onto a diffusers scheduler."""
+
+    name: str
+    scheduler_class: type[SchedulerMixin]
+    overrides: Mapping[str, object]
+    schedule_types: tuple[str, ...]  # the schedule types it supports, Automatic first
+    automatic: str | None = None  # what Automatic means in A1111 1.9+; None = the model's own
+    sigma_based: bool = True  # True: k-diffusion style, takes _SIGMA_BASE and schedule overrides
+    aliases: tuple[str, ...] = ()
+    a1111: bool = True  # False: not an A1111 sampler (LoRA Studio extra)
+
+
+def _spec(
+    name: str, cls: type[SchedulerMixin], *, overrides: Mapping[str, object] | None = None, **kwargs: object
+) -> SamplerSpec:
+    return SamplerSpec(name, cls, MappingProxyType(dict(overrides or {})), **kwargs)  # type: ignore[arg-type]
+
+
+_DPMPP: Mapping[str, object] = MappingProxyType(
+    {"solver_order": 2, "final_sigmas_type": "zero", "lower_order_final": True, "euler_at_final": False}
+)
+
+_SPECS: tuple[SamplerSpec, ...] = (
+    _spec(
+        "DPM++ 2M",
+        DPMSolverMultistepScheduler,
+        overrides={**_DPMPP, "algorithm_type": "dpmsolver++", "solver_type": "midpoint"},
+        schedule_types=_SIGMA_SCHEDULES,
+        automatic=KARRAS,
+        aliases=("k_dpmpp_2m",),
+    ),
+    _spec(
+        "DPM++ 2M SDE",
+        DPMSolverMultistepScheduler,
+        overrides={**_DPMPP, "algorithm_type": "sde-dpmsolver++", "solver_type": "midpoint"},
+        schedule_types=_SIGMA_SCHEDULES,
+        automatic=EXPONENTIAL,
+        aliases=("k_dpmpp_2m_sde",),
+    ),
+    _spec(
+        "DPM++ 2M SDE Heun",
+        DPMSolverMultistepScheduler,
+        overrides={**_DPMPP, "algorithm_type": "sde-dpmsolver++", "solver_type": "heun"},
+        schedule_types=_SIGMA_SCHEDULES,
+        automatic=EXPONENTIAL,
+        aliases=("k_dpmpp_2m_sde_heun",),
+    ),
+    _spec(
+        "Euler a",
+        EulerAncestralDiscreteScheduler,
+        schedule_types=_SPACING_SCHEDULES,  # diffusers' ancestral Euler has no Karras/exponential sigmas
+        aliases=("k_euler_a", "k_euler_ancestral", "Euler ancestral"),
+    ),
+    _spec("Euler", EulerDiscreteScheduler, schedule_types=_SIGMA_SCHEDULES, aliases=("k_euler",)),
+    _spec("Heun", HeunDiscreteScheduler, schedule_types=_SIGMA_SCHEDULES, aliases=("k_heun",)),
+    _spec(
+        "DPM2", KDPM2DiscreteScheduler, schedule_types=_SIGMA_SCHEDULES, automatic=KARRAS, aliases=("k_dpm_2",)
+    ),
+    _spec(
+        "DPM2 a",
+        KDPM2AncestralDiscreteScheduler,
+        schedule_types=_SIGMA_SCHEDULES,
+        automatic=KARRAS,
+        aliases=("k_dpm_2_a",),
+    ),
+    _spec(
+        "DDIM",
+        DDIMScheduler,
+        overrides={
+            "timestep_spacing": "leading",
+            "steps_offset": 1,
+            "set_alpha_to_one": False,
+            "clip_sample": False,
+        },
+        schedule_types=_OWN_SCHEDULE,
+        sigma_based=False,
+    ),
+    _spec(
+        "PLMS",
+        PNDMScheduler,
+        overrides={"skip_prk_steps": True, "timestep_spacing": "leading", "steps_offset": 1, "set_alpha_to_one": False},
+        schedule_types=_OWN_SCHEDULE,
+        sigma_based=False,
+    ),
+    _spec(
+        "UniPC",
+        UniPCMultistepScheduler,
+        overrides={
+            "solver_type": "bh1",
+            "solver_order": 3,
+            "lower_order_final": True,
+            "predict_x0": True,
+            "timestep_spacing": "linspace",
+            "steps_offset": 0,
+            "final_sigmas_type": "sigma_min",
+            "use_karras_sigmas": False,
+            "use_exponential_sigmas": False,
+            "use_beta_sigmas": False,
+            "use_flow_sigmas": False,
+        },
+        schedule_types=_OWN_SCHEDULE,
+        sigma_based=False,
+    ),
+    _spec(
+        "DEIS",
+        DEISMultistepScheduler,
+        overrides={"solver_order": 3, "algorithm_type": "deis", "solver_type": "logrho", "lower_order_final": True},
+        schedule_types=_SIGMA_SCHEDULES,
+        a1111=False,
+    ),
+)
+
+SAMPLERS: Mapping[str, SamplerSpec] = MappingProxyType({spec.name: spec for spec in _SPECS})
+SAMPLER_NAMES: tuple[str, ...] = tuple(spec.name for spec in _SPECS)
+
+# A1111 samplers LoRA Studio does not offer, with the reason, and what "Automatic" means for them
+# (so that an infotext naming them still parses).
+_UNAVAILABLE_SAMPLERS: Mapping[str, str] = MappingProxyType(
+    {
+        "LMS": "diffusers runs it only with the optional scipy package",
+        "DPM++ SDE": "diffusers runs it only with the optional torchsde package",
+        "DPM++ 2S a": "diffusers has no equivalent scheduler",
+        "DPM++ 3M SDE": "diffusers' third-order SDE solver does not match k-diffusion's",
+        "DPM fast": "diffusers has no equivalent scheduler",
+        "DPM adaptive": "diffusers has no equivalent scheduler",
+        "Restart": "diffusers has no equivalent scheduler",
+        "DDIM CFG++": "diffusers has no equivalent scheduler",
+        "LCM": "it needs an LCM model or LoRA and is not offered yet",
+    }
+)
+_UNAVAILABLE_AUTOMATIC: Mapping[str, str] = MappingProxyType(
+    {"DPM++ SDE": KARRAS, "DPM++ 2S a": KARRAS, "DPM++ 3M SDE": EXPONENTIAL, "Restart": KARRAS}
+)
+_UNAVAILABLE_SAMPLER_ALIASES: Mapping[str, str] = MappingProxyType(
+    {
+        "k_lms": "LMS",
+        "k_dpmpp_sde": "DPM++ SDE",
+        "k_dpmpp_2s_a": "DPM++ 2S a",
+        "k_dpmpp_3m_sde": "DPM++ 3M SDE",
+        "k_dpm_fast": "DPM fast",
+        "k_dpm_ad": "DPM adaptive",
+        "restart": "Restart",
+        "k_lcm": "LCM",
+    }
+)
+
+# A1111's aliases for its old fused names that do not end in a schedule label.
+_FUSED_ALIASES: Mapping[str, tuple[str, str]] = MappingProxyType(
+    {
+        "k_lms_ka": ("LMS", KARRAS),
+        "k_dpm_2_ka": ("DPM2", KARRAS),
+        "k_dpm_2_a_ka": ("DPM2 a", KARRAS),
+        "k_dpmpp_2m_ka": ("DPM++ 2M", KARRAS),
+        "k_dpmpp_2m_sde_exp": ("DPM++ 2M SDE", EXPONENTIAL),
+        "k_dpmpp_2m_sde_heun_ka": ("DPM++ 2M SDE Heun", KARRAS),
+        "k_dpmpp_2m_sde_heun_exp": ("DPM++ 2M SDE Heun", EXPONENTIAL),
+        "k_dpmpp_sde_ka": ("DPM++ SDE", KARRAS),
+        "k_dpmpp_2s_a_ka": ("DPM++ 2S a", KARRAS),
+        "k_dpmpp_3m_sde_ka": ("DPM++ 3M SDE", KARRAS),
+        "k_dpmpp_3m_sde_exp": ("DPM++ 3M SDE", EXPONENTIAL),
+    }
+)
+
+
+def _key(text: str) -> str:
+    return " ".join(text.split()).casefold()
+
+
+def _build_sampler_lookup() -> Mapping[str, str]:
+    """Casefolded name or alias -> canonical name, for offered and unavailable samplers."""
+    table: dict[str, str] = {}
+    for spec in _SPECS:
+        for alias in (spec.name, *spec.aliases):
+            table[_key(alias)] = spec.name
+    for name in _UNAVAILABLE_SAMPLERS:
+        table[_key(name)] = name
+    for alias, name in _UNAVAILABLE_SAMPLER_ALIASES.items():
+        table[_key(alias)] = name
+    return MappingProxyType(table)
+
+
+def _build_schedule_lookup() -> Mapping[str, str]:
+    """Casefolded label or alias -> canonical label, for offered and unavailable schedule types."""
+    table: dict[str, str] = {_key(label): label for label in SCHEDULE_TYPES}
+    table.update({_key(alias): label for alias, label in _SCHEDULE_ALIASES.items()})
+    table.update({_key(label): label for label in _UNAVAILABLE_SCHEDULES})
+    table.update({_key(alias): label for alias, label in _UNAVAILABLE_SCHEDULE_ALIASES.items()})
+    return MappingProxyType(table)
+
+
+_SAMPLER_LOOKUP: Mapping[str, str] = _build_sampler_lookup()
+_SCHEDULE_LOOKUP: Mapping[str, str] = _build_schedule_lookup()
+# Longest first, so that "sgm uniform" wins over "uniform" when stripping a fused suffix.
+_SCHEDULE_SUFFIXES: tuple[str, ...] = tuple(sorted(_SCHEDULE_LOOKUP, key=len, reverse=True))
+
+
+def split_sampler_name(name: str) -> tuple[str, str | None]:
+    """Split a sampler name, old fused form included, into (sampler, schedule type or None).
+
+    Knows A1111's samplers even where LoRA Studio does not offer them ("DPM++ SDE Karras" ->
+    ("DPM++ SDE", "Karras")). Case and repeated spaces do not matter. Raises ValueError for a
+    name that is no sampler at all.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"Choose a sampler: one of {', '.join(SAMPLER_NAMES)}.")
+    samplers, schedules = _SAMPLER_LOOKUP, _SCHEDULE_LOOKUP
+    key = _key(name)
+    if key in samplers:
+        return samplers[key], None
+    if key in _FUSED_ALIASES:
+        return _FUSED_ALIASES[key]
+    # "DPM++ 2M Karras", "Euler a SGM Uniform", "DPM++ 2M sgm_uniform": strip a schedule suffix.
+    for schedule_key in _SCHEDULE_SUFFIXES:
+        suffix = " " + schedule_key
+        if key.endswith(suffix) and key[: -len(suffix)] in samplers:
+            return samplers[key[: -len(suffix)]], schedules[schedule_key]
+    raise ValueError(f"Unknown sampler {name!r}; choose one of {', '.join(SAMPLER_NAMES)}.")
+
+
+def canonical_schedule_type(schedule_type: str | None) -> str:
+    """The canonical label of a schedule type ("karras" -> "Karras"; "" or None -> "Automatic").
+
+    Raises ValueError for an unknown label and for A1111 schedule types LoRA Studio lacks.
+    """
+    if schedule_type is None or (isinstance(schedule_type, str) and not schedule_type.strip()):
+        return AUTOMATIC
+    if not isinstance(schedule_type, str):
+        raise ValueError(f"Schedule type must be text, got {schedule_type!r}.")
+    label = _SCHEDULE_LOOKUP.get(_key(schedule_type))
+    if label is None:
+        raise ValueError(f"Unknown schedule type {schedule_type!r}; choose one of {', '.join(SCHEDULE_TYPES)}.")
+    if label in _UNAVAILABLE_SCHEDULES:
+        raise ValueError(
+            f"Schedule type {label!r} is not available in LoRA Studio ({_UNAVAILABLE_SCHEDULES[label]}); "
+            f"choose one of {', '.join(SCHEDULE_TYPES)}."
+        )
+    return label
+
+
+def resolve_sampler(name: str, schedule_type: str = AUTOMATIC) -> tuple[str, str]:
+    """Canonical (sampler, schedule type) for a sampler name and schedule type.
+
+    Accepts old fused names ("DPM++ 2M Karras"), whose suffix sets the schedule type; a
+    different non-Automatic ``schedule_type`` next to one raises. "Automatic" stays "Automatic"
+    (see ``automatic_schedule_type`` for what it means). Raises ValueError naming the valid
+    choices for an unknown name, a sampler LoRA Studio lacks, or a combination the sampler
+    cannot run (for example "Euler a" with "Karras").
+    """
+    sampler, fused = split_sampler_name(name)
+    if sampler in _UNAVAILABLE_SAMPLERS:
+        raise ValueError(
+            f"Sampler {sampler!r} is not available in LoRA Studio ({_UNAVAILABLE_SAMPLERS[sampler]}); "
+            f"choose one of {', '.join(SAMPLER_NAMES)}."
+        )
+    if fused is not None:
+        fused = canonical_schedule_type(fused)
+        if fused == AUTOMATIC:
+            fused = None
+    given = canonical_schedule_type(schedule_type)
+    if fused is not None and given not in (AUTOMATIC, fused):
+        raise ValueError(
+            f"Sampler name {name!r} already sets schedule type {fused!r}, which conflicts with "
+            f"schedule type {given!r}: use sampler {sampler!r} with schedule type {given!r}."
+        )
+    chosen = fused if fused is not None else given
+    spec = SAMPLERS[sampler]
+    if chosen not in spec.schedule_types:
+        raise ValueError(
+            f"Sampler {sampler!r} cannot use schedule type {chosen!r}; "
+            f"it supports {', '.join(spec.schedule_types)}."
+        )
+    return sampler, chosen
+
+
+def supported_schedule_types(sampler: str) -> tuple[str, ...]:
+    """The schedule types a sampler can run, Automatic first (for a UI dropdown)."""
+    canonical, _ = resolve_sampler(sampler)
+    return SAMPLERS[canonical].schedule_types
+
+
+def automatic_schedule_type(sampler: str) -> str | None:
+    """What A1111 1.9+ runs for "Automatic" with this sampler: a schedule label, or None when the
+    sampler uses its own discretisation (Uniform for k-diffusion samplers; DDIM/PLMS/UniPC's own)."""
+    canonical, _ = split_sampler_name(sampler)
+    if canonical in _UNAVAILABLE_AUTOMATIC:
+        return _UNAVAILABLE_AUTOMATIC[canonical]
+    spec = SAMPLERS.get(canonical)
+    return spec.automatic if spec is not None else None
+
+
+def infotext_schedule_type(sampler: str, schedule_type: str = AUTOMATIC) -> str:
+    """The "Schedule type" value A1111 1.9+ writes: Automatic resolved to the sampler's default
+    schedule where it has one ("DPM++ 2M" -> "Karras"), else the value as given."""
+    try:
+        canonical, chosen = resolve_sampler(sampler, schedule_type)
+    except ValueError:
+        try:
+            canonical, fused = split_sampler_name(sampler)
+            chosen = fused or canonical_schedule_type(schedule_type)
+        except ValueError:
+            return schedule_type or AUTOMATIC
+    if chosen == AUTOMATIC:
+        return automatic_schedule_type(canonical) or AUTOMATIC
+    return chosen
+
+
+def _init_parameters(cls: type[SchedulerMixin]) -> frozenset[str]:
+    return frozenset(inspect.signature(cls.__init__).parameters) - {"self"}
+
+
+def scheduler_overrides(sampler: str, schedule_type: str = AUTOMATIC) -> dict[str, object]:
+    """The config values ``make_scheduler`` sets on top of the model's scheduler config."""
+    canonical, chosen = resolve_sampler(sampler, schedule_type)
+    spec = SAMPLERS[canonical]
+    overrides: dict[str, object] = {}
+    if spec.sigma_based:
+        overrides.update(_SIGMA_BASE)
+        schedule = (spec.automatic or UNIFORM) if chosen == AUTOMATIC else chosen
+        overrides.update(_SCHEDULE_OVERRIDES[schedule])
+    overrides.update(spec.overrides)
+    overrides.update(_LATENT_SAFE)
+    accepted = _init_parameters(spec.scheduler_class)
+    return {key: value for key, value in overrides.items() if key in accepted}
+
+
+def make_scheduler(base_config: Mapping[str, object], sampler: str, schedule_type: str = AUTOMATIC) -> SchedulerMixin:
+    """A diffusers scheduler for an A1111 sampler and schedule type, built from the model's own
+    scheduler config (``pipe.scheduler.config``), so its betas, ``num_train_timesteps`` and
+    ``prediction_type`` carry over. Raises ValueError for an unknown or unsupported choice."""
+    canonical, _ = resolve_sampler(sampler, schedule_type)
+    overrides = scheduler_overrides(sampler, schedule_type)
+    return SAMPLERS[canonical].scheduler_class.from_config(dict(base_config), **overrides)

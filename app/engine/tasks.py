@@ -1,0 +1,217 @@
+"""txt2img, img2img and inpaint: turn a validated request into pipeline calls, images and files.
+
+Runs on the worker thread. Each batch of the request is one diffusers call with one CPU
+generator per image (seeds follow A1111: image k of the job gets ``seed + k``), so the same
+seed gives the same pixels on any device.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from app.engine import masks
+from app.engine.infotext import format_infotext
+from app.engine.jobs import JobContext, JobResult
+from app.engine.manager import LoadedModel, ModelManager
+from app.engine.outputs import output_folder, save_image
+from app.engine.preview import LatentPreviewer
+from app.engine.requests import GenerationRequest, Img2ImgRequest, InpaintRequest
+from app.engine.samplers import make_scheduler, resolve_sampler
+
+VERSION = "lora-studio 0.1.0"
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """What the engine adds to every request: where to save and how often to preview."""
+
+    outputs_dir: Path
+    preview_every: int = 2
+
+
+def job_seeds(request: GenerationRequest) -> list[int]:
+    """All seeds of a job: the request's (or a random one) counting up, as A1111 does."""
+    base = request.seed if request.seed != -1 else secrets.randbelow(2**32)
+    return [(base + i) % 2**32 for i in range(request.batch_count * request.batch_size)]
+
+
+def model_display_name(loaded: LoadedModel) -> str:
+    """A1111's "Model" value: the checkpoint's name without its suffix."""
+    name = loaded.entry.name
+    return Path(name).stem if loaded.entry.kind in ("single_file", "pickle") else name
+
+
+class StepReporter:
+    """``callback_on_step_end`` for one batch: cancel, progress with ETA, and previews."""
+
+    def __init__(self, ctx: JobContext, previewer: LatentPreviewer, preview_every: int, request: GenerationRequest,
+                 batch_index: int, clock: "_JobClock") -> None:
+        self.ctx, self.previewer, self.preview_every = ctx, previewer, preview_every
+        self.request, self.batch_index, self.clock = request, batch_index, clock
+
+    def __call__(self, pipe: Any, step: int, timestep: Any, callback_kwargs: dict) -> dict:
+        self.ctx.check_cancelled()
+        total = int(getattr(pipe, "num_timesteps", 0) or self.request.steps)
+        done = step + 1
+        self.clock.step_done()
+        remaining = (total - done) + total * (self.request.batch_count - self.batch_index - 1)
+        preview = None
+        if self.preview_every and done % self.preview_every == 0 and done < total:
+            preview = self.previewer(callback_kwargs["latents"])
+        self.ctx.emit(
+            "sampling", step=done, total_steps=total, batch_index=self.batch_index,
+            batch_count=self.request.batch_count, eta_seconds=self.clock.eta(remaining), preview=preview,
+        )
+        if done == total:
+            self.ctx.emit("decoding", batch_index=self.batch_index, batch_count=self.request.batch_count)
+        return callback_kwargs
+
+
+class _JobClock:
+    """Measured seconds per step, for the ETA."""
+
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+        self.steps = 0
+
+    def step_done(self) -> None:
+        self.steps += 1
+
+    def eta(self, remaining_steps: int) -> float | None:
+        if self.steps == 0:
+            return None
+        return (time.monotonic() - self.start) / self.steps * remaining_steps
+
+
+def run_generation(ctx: JobContext, request: GenerationRequest, manager: ModelManager,
+                   settings: GenerationSettings) -> JobResult:
+    """Run every batch of ``request``; save and return the images."""
+    ctx.emit("loading", message=f"Loading {request.model or manager.config.default_model}")
+    loaded = manager.get(request.model)
+    vae = manager.vae(request.vae, like=loaded.txt2img.vae) if request.vae else None
+    ctx.check_cancelled()
+
+    pipeline_task = request.task
+    if loaded.is_inpainting_model:
+        pipeline_task = "inpaint"  # a 9-channel model always runs its inpaint pipeline (see prepare_inputs)
+    pipe = loaded.pipeline(pipeline_task, vae, request.vae)
+    pipe.scheduler = make_scheduler(loaded.scheduler_config, *resolve_sampler(request.sampler, request.schedule_type))
+    previewer = previewer_for(loaded)
+
+    seeds = job_seeds(request)
+    inputs = prepare_inputs(request, loaded)
+    clock = _JobClock()
+    result = JobResult(info={"model": model_display_name(loaded), "model_hash": loaded.model_hash})
+    vae_hash = manager.registry.short_hash(manager.registry.find_vae(request.vae)) if request.vae else None
+    for batch_index in range(request.batch_count):
+        batch_seeds = seeds[batch_index * request.batch_size:(batch_index + 1) * request.batch_size]
+        reporter = StepReporter(ctx, previewer, settings.preview_every, request, batch_index, clock)
+        images = pipe(
+            **inputs.pipeline_kwargs,
+            **common_kwargs(request),
+            generator=[torch.Generator("cpu").manual_seed(s) for s in batch_seeds],
+            callback_on_step_end=reporter,
+            output_type="pil",
+        ).images
+        ctx.check_cancelled()
+        images = [inputs.finish(image) for image in images]
+        ctx.emit("saving", batch_index=batch_index, batch_count=request.batch_count)
+        for image, seed in zip(images, batch_seeds):
+            text = format_infotext(
+                request, seed=seed, model_name=model_display_name(loaded), model_hash=loaded.model_hash,
+                vae_name=request.vae, vae_hash=vae_hash, version=VERSION,
+            )
+            result.images.append(image)
+            result.seeds.append(seed)
+            result.infotexts.append(text)
+            if request.save:
+                folder = output_folder(settings.outputs_dir, request.task)
+                result.paths.append(save_image(image, folder, seed, text))
+    return result
+
+
+def common_kwargs(request: GenerationRequest) -> dict[str, Any]:
+    """Pipeline arguments every task shares. A1111's clip skip 1 is diffusers' None."""
+    return dict(
+        prompt=request.prompt,
+        negative_prompt=request.negative_prompt or None,
+        num_inference_steps=request.steps,
+        guidance_scale=request.cfg_scale,
+        num_images_per_prompt=request.batch_size,
+        clip_skip=request.clip_skip - 1 or None,
+    )
+
+
+def previewer_for(loaded: LoadedModel) -> LatentPreviewer:
+    card = loaded.card
+    if "latent_rgb_factors" in card:
+        factors = tuple(tuple(row) for row in card["latent_rgb_factors"])
+        return LatentPreviewer(factors, tuple(card.get("latent_rgb_bias", (0.0, 0.0, 0.0))))
+    return LatentPreviewer.for_family(loaded.family)
+
+
+@dataclass
+class PreparedInputs:
+    """The task-specific pipeline arguments, and how to turn a pipeline image into the result."""
+
+    pipeline_kwargs: dict[str, Any]
+    original: Image.Image | None = None  # inpaint: the picture the result is pasted back into
+    blurred_mask: Image.Image | None = None
+    crop_box: masks.Box | None = None
+
+    def finish(self, image: Image.Image) -> Image.Image:
+        if self.original is None or self.blurred_mask is None:
+            return image
+        if self.crop_box is not None:  # "only masked": scale the crop back and put it in place
+            left, top, right, bottom = self.crop_box
+            placed = self.original.convert("RGB")
+            placed.paste(image.resize((right - left, bottom - top), Image.LANCZOS), (left, top))
+            image = placed
+        return masks.paste_back(self.original, image, self.blurred_mask)
+
+
+def prepare_inputs(request: GenerationRequest, loaded: LoadedModel) -> PreparedInputs:
+    size = dict(width=request.width, height=request.height)
+    if isinstance(request, InpaintRequest):
+        return _prepare_inpaint(request, size)
+    everywhere = Image.new("L", (request.width, request.height), 255)
+    if isinstance(request, Img2ImgRequest):
+        assert request.init_image is not None
+        image = masks.resize_image(request.init_image.convert("RGB"), request.width, request.height, request.resize_mode)
+        if loaded.is_inpainting_model:  # A1111: img2img on an inpainting model repaints under a full mask
+            return PreparedInputs(dict(image=image, mask_image=everywhere, strength=request.denoising_strength, **size))
+        return PreparedInputs(dict(image=image, strength=request.denoising_strength))
+    if loaded.is_inpainting_model:  # txt2img: a whole-image mask over a blank picture, from pure noise
+        blank = Image.new("RGB", (request.width, request.height))
+        return PreparedInputs(dict(image=blank, mask_image=everywhere, strength=1.0, **size))
+    return PreparedInputs(dict(size))
+
+
+def _prepare_inpaint(request: InpaintRequest, size: dict[str, int]) -> PreparedInputs:
+    assert request.init_image is not None and request.mask is not None
+    if request.inpaint_area == "Only masked":
+        original = request.init_image.convert("RGB")
+        blurred = masks.prepare_mask(request.mask, request.mask_blur, request.invert_mask)
+        box = masks.crop_region(blurred, request.masked_padding, request.width, request.height)
+        work_image = original.crop(box).resize((request.width, request.height), Image.LANCZOS)
+        work_mask = blurred.crop(box).resize((request.width, request.height), Image.LANCZOS)
+    else:
+        original = masks.resize_image(request.init_image.convert("RGB"), request.width, request.height, request.resize_mode)
+        mask = masks.resize_image(request.mask.convert("L"), request.width, request.height, request.resize_mode)
+        blurred = masks.prepare_mask(mask, request.mask_blur, request.invert_mask)
+        if masks.mask_bbox(blurred) is None:
+            raise ValueError("The mask is empty: paint the area to repaint.")
+        box, work_image, work_mask = None, original, blurred
+    if request.masked_content == "fill":
+        work_image = masks.fill_masked_area(work_image, work_mask)
+    return PreparedInputs(
+        dict(image=work_image, mask_image=work_mask, strength=request.denoising_strength, **size),
+        original=original, blurred_mask=blurred, crop_box=box,
+    )

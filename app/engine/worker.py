@@ -1,0 +1,173 @@
+"""The one thread that owns the device, and the fair queue that feeds it.
+
+Owners (a browser session, an API client) are served in turn: the queue takes the oldest job of
+the next owner in round-robin order, so a batch of 50 from one person does not hold up a
+teammate's single image. An exception in a job fails that job only; the thread lives on.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict, deque
+
+import torch
+
+from app.engine.jobs import Job, JobCancelled, JobContext
+from app.engine.manager import free_device_memory
+
+log = logging.getLogger(__name__)
+
+KEEP_FINISHED_JOBS = 256
+
+
+class FairQueue:
+    """Jobs grouped by owner, taken one owner at a time in round-robin order."""
+
+    def __init__(self) -> None:
+        self._by_owner: OrderedDict[str, deque[Job]] = OrderedDict()
+        self._cond = threading.Condition()
+
+    def put(self, job: Job) -> None:
+        with self._cond:
+            self._by_owner.setdefault(job.owner, deque()).append(job)
+            self._cond.notify()
+
+    def take(self, timeout: float | None = None) -> Job | None:
+        """The next job, or None after ``timeout`` seconds with nothing queued."""
+        with self._cond:
+            if not self._by_owner and not self._cond.wait_for(lambda: bool(self._by_owner), timeout):
+                return None
+            owner, jobs = next(iter(self._by_owner.items()))
+            job = jobs.popleft()
+            del self._by_owner[owner]
+            if jobs:  # this owner goes to the back of the line
+                self._by_owner[owner] = jobs
+            return job
+
+    def remove(self, job: Job) -> bool:
+        with self._cond:
+            jobs = self._by_owner.get(job.owner)
+            if jobs is None or job not in jobs:
+                return False
+            jobs.remove(job)
+            if not jobs:
+                del self._by_owner[job.owner]
+            return True
+
+    def order(self) -> list[Job]:
+        """Queued jobs in the order they will run."""
+        with self._cond:
+            lines = [list(jobs) for jobs in self._by_owner.values()]
+        ordered: list[Job] = []
+        depth = 0
+        while any(depth < len(line) for line in lines):
+            ordered.extend(line[depth] for line in lines if depth < len(line))
+            depth += 1
+        return ordered
+
+    def __len__(self) -> int:
+        with self._cond:
+            return sum(len(jobs) for jobs in self._by_owner.values())
+
+
+class Worker:
+    """Runs jobs one at a time on its own thread."""
+
+    def __init__(self) -> None:
+        self.queue = FairQueue()
+        self._jobs: dict[str, Job] = {}
+        self._running: Job | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="lora-studio-worker", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._running is not None:
+            self._running.request_cancel()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def submit(self, job: Job) -> Job:
+        with self._lock:
+            self._jobs[job.id] = job
+        self.queue.put(job)
+        self._announce_positions()
+        self.start()
+        return job
+
+    def get(self, job_id: str) -> Job | None:
+        with self._lock:
+            return self._jobs.get(job_id)
+
+    def cancel(self, job_id: str, owner: str) -> bool:
+        """Cancel a queued or running job. Only its owner may; returns False if it already ended."""
+        job = self.get(job_id)
+        if job is None:
+            raise KeyError(f"No job {job_id!r}.")
+        if job.owner != owner:
+            raise PermissionError("Only the person who started a job can interrupt it.")
+        if job.finished:
+            return False
+        job.request_cancel()
+        if self.queue.remove(job):
+            job.emit("cancelled", message="Cancelled before it started.")
+            self._forget(job)
+            self._announce_positions()
+        return True
+
+    def _announce_positions(self) -> None:
+        for position, job in enumerate(self.queue.order()):
+            job.emit("queued", position=position + (1 if self._running is not None else 0))
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            job = self.queue.take(timeout=0.2)
+            if job is None:
+                continue
+            self._running = job
+            self._announce_positions()
+            try:
+                self._run(job)
+            finally:
+                self._running = None
+                self._forget(job)
+
+    def _run(self, job: Job) -> None:
+        try:
+            if job.cancel_requested:
+                raise JobCancelled("Cancelled before it started.")
+            result = job.run(JobContext(job))
+            job.emit("done", result=result)
+        except JobCancelled as exc:
+            log.info("%s cancelled: %s", job.id, exc)
+            job.emit("cancelled", message=str(exc))
+        except torch.OutOfMemoryError as exc:
+            log.error("%s ran out of device memory: %s", job.id, exc)
+            free_device_memory()
+            job.emit("failed", message="Out of device memory: try a smaller size or batch, or fp16.")
+        except ValueError as exc:  # bad input found while running (e.g. a model that does not fit)
+            log.warning("%s failed: %s", job.id, exc)
+            job.emit("failed", message=str(exc))
+        except Exception as exc:  # anything else fails this job only; the worker lives on
+            log.exception("%s failed", job.id)
+            free_device_memory()
+            job.emit("failed", message=f"{type(exc).__name__}: {exc}")
+
+    def _forget(self, job: Job) -> None:
+        """Drop the oldest finished jobs once many have piled up (recent ones stay queryable)."""
+        with self._lock:
+            finished = [jid for jid, j in self._jobs.items() if j.finished]
+            for jid in finished[: max(0, len(finished) - KEEP_FINISHED_JOBS)]:
+                del self._jobs[jid]
