@@ -10,11 +10,13 @@ from diffusers import (
     DDPMScheduler,
     DEISMultistepScheduler,
     DPMSolverMultistepScheduler,
+    DPMSolverSDEScheduler,
     EulerAncestralDiscreteScheduler,
     EulerDiscreteScheduler,
     HeunDiscreteScheduler,
     KDPM2AncestralDiscreteScheduler,
     KDPM2DiscreteScheduler,
+    LMSDiscreteScheduler,
     PNDMScheduler,
     UniPCMultistepScheduler,
 )
@@ -23,6 +25,7 @@ from app.engine.requests import Txt2ImgRequest
 from app.engine.samplers import (
     SAMPLER_NAMES,
     SCHEDULE_TYPES,
+    SeededDPMSolverSDEScheduler,
     automatic_schedule_type,
     infotext_schedule_type,
     make_scheduler,
@@ -32,7 +35,7 @@ from app.engine.samplers import (
 )
 from app.engine.tiny import SD_SCHEDULER, build_tiny_pipeline
 
-ALL = ("Automatic", "Uniform", "Karras", "Exponential", "SGM Uniform")
+ALL = ("Automatic", "Uniform", "Karras", "Exponential", "SGM Uniform", "Beta")
 SPACING_ONLY = ("Automatic", "Uniform", "SGM Uniform")
 OWN = ("Automatic",)
 DPM = {"solver_order": 2, "final_sigmas_type": "zero"}
@@ -45,6 +48,7 @@ EXPECTED: dict[str, tuple[type, dict[str, object], tuple[str, ...], str]] = {
         ALL,
         "Karras",
     ),
+    "DPM++ SDE": (SeededDPMSolverSDEScheduler, {"noise_sampler_seed": None}, ALL, "Karras"),
     "DPM++ 2M SDE": (
         DPMSolverMultistepScheduler,
         {**DPM, "algorithm_type": "sde-dpmsolver++", "solver_type": "midpoint"},
@@ -59,6 +63,7 @@ EXPECTED: dict[str, tuple[type, dict[str, object], tuple[str, ...], str]] = {
     ),
     "Euler a": (EulerAncestralDiscreteScheduler, {}, SPACING_ONLY, "Uniform"),
     "Euler": (EulerDiscreteScheduler, {}, ALL, "Uniform"),
+    "LMS": (LMSDiscreteScheduler, {}, ALL, "Uniform"),
     "Heun": (HeunDiscreteScheduler, {"clip_sample": False}, ALL, "Uniform"),
     "DPM2": (KDPM2DiscreteScheduler, {}, ALL, "Karras"),
     "DPM2 a": (KDPM2AncestralDiscreteScheduler, {}, ALL, "Karras"),
@@ -83,11 +88,13 @@ EXPECTED: dict[str, tuple[type, dict[str, object], tuple[str, ...], str]] = {
     "DEIS": (DEISMultistepScheduler, {"solver_order": 3}, ALL, "Uniform"),
 }
 
+_OFF = {"use_karras_sigmas": False, "use_exponential_sigmas": False, "use_beta_sigmas": False}
 SCHEDULE_FLAGS: dict[str, dict[str, object]] = {
-    "Uniform": {"timestep_spacing": "linspace", "use_karras_sigmas": False, "use_exponential_sigmas": False},
-    "Karras": {"timestep_spacing": "linspace", "use_karras_sigmas": True, "use_exponential_sigmas": False},
-    "Exponential": {"timestep_spacing": "linspace", "use_karras_sigmas": False, "use_exponential_sigmas": True},
-    "SGM Uniform": {"timestep_spacing": "trailing", "use_karras_sigmas": False, "use_exponential_sigmas": False},
+    "Uniform": {**_OFF, "timestep_spacing": "linspace"},
+    "Karras": {**_OFF, "timestep_spacing": "linspace", "use_karras_sigmas": True},
+    "Exponential": {**_OFF, "timestep_spacing": "linspace", "use_exponential_sigmas": True},
+    "SGM Uniform": {**_OFF, "timestep_spacing": "trailing"},
+    "Beta": {**_OFF, "timestep_spacing": "linspace", "use_beta_sigmas": True},
 }
 
 
@@ -98,6 +105,9 @@ def sd_config(**changes: object) -> dict:
 
 def test_names_are_a1111_names() -> None:
     assert set(SAMPLER_NAMES) == set(EXPECTED)
+    # A1111's dropdown order, LoRA Studio's DEIS last.
+    assert SAMPLER_NAMES == ("DPM++ 2M", "DPM++ SDE", "DPM++ 2M SDE", "DPM++ 2M SDE Heun", "Euler a", "Euler",
+                             "LMS", "Heun", "DPM2", "DPM2 a", "DDIM", "PLMS", "UniPC", "DEIS")
     assert len(set(SAMPLER_NAMES)) == len(SAMPLER_NAMES)
     assert SCHEDULE_TYPES == ALL
     for name in SAMPLER_NAMES:
@@ -124,6 +134,8 @@ def test_every_combination_builds_or_raises(sampler: str, schedule: str) -> None
     for key, value in SCHEDULE_FLAGS.get(effective, {}).items():
         if key in scheduler.config:
             assert scheduler.config[key] == value, key
+        elif value is True:
+            pytest.fail(f"{cls.__name__} has no {key} for {effective}")
     # The model's own settings carry over.
     assert scheduler.config.num_train_timesteps == 1000
     assert scheduler.config.beta_schedule == "scaled_linear"
@@ -138,9 +150,14 @@ def test_automatic_follows_a1111_defaults() -> None:
     assert automatic_schedule_type("DPM++ 2M SDE") == "Exponential"
     assert automatic_schedule_type("DPM++ 2M SDE Heun") == "Exponential"
     assert automatic_schedule_type("DPM2") == automatic_schedule_type("DPM2 a") == "Karras"
-    assert automatic_schedule_type("DPM++ SDE") == "Karras"  # known to A1111, not offered here
-    for name in ("Euler a", "Euler", "Heun", "DDIM", "PLMS", "UniPC", "DEIS"):
+    assert automatic_schedule_type("DPM++ SDE") == automatic_schedule_type("DPM++ SDE Karras") == "Karras"
+    assert automatic_schedule_type("DPM++ 2S a") == "Karras"  # known to A1111, not offered here
+    for name in ("Euler a", "Euler", "LMS", "Heun", "DDIM", "PLMS", "UniPC", "DEIS"):
         assert automatic_schedule_type(name) is None
+    assert make_scheduler(sd_config(), "DPM++ SDE").config.use_karras_sigmas is True
+    lms = make_scheduler(sd_config(), "LMS").config
+    assert (lms.use_karras_sigmas, lms.use_exponential_sigmas, lms.use_beta_sigmas) == (False, False, False)
+    assert lms.timestep_spacing == "linspace"
     assert make_scheduler(sd_config(), "DPM++ 2M").config.use_karras_sigmas is True
     assert make_scheduler(sd_config(), "DPM++ 2M SDE").config.use_exponential_sigmas is True
     # What A1111 1.9+ writes as "Schedule type".
@@ -151,6 +168,9 @@ def test_automatic_follows_a1111_defaults() -> None:
     assert infotext_schedule_type("Euler", "Karras") == "Karras"
     assert infotext_schedule_type("DDIM") == "Automatic"
     assert infotext_schedule_type("DPM++ 2M Karras") == "Karras"
+    assert infotext_schedule_type("DPM++ SDE") == "Karras"
+    assert infotext_schedule_type("LMS") == "Automatic"
+    assert infotext_schedule_type("LMS", "Beta") == "Beta"
 
 
 def test_karras_and_uniform_span_the_full_sigma_range() -> None:
@@ -195,6 +215,17 @@ def test_ddim_and_plms_step_like_a1111() -> None:
         ("k_euler_a", "Automatic", ("Euler a", "Automatic")),
         ("DPM++ 2M", "karras", ("DPM++ 2M", "Karras")),
         ("DPM++ 2M Automatic", "Karras", ("DPM++ 2M", "Karras")),
+        ("LMS", "Automatic", ("LMS", "Automatic")),
+        ("LMS Karras", "Automatic", ("LMS", "Karras")),
+        ("k_lms", "Automatic", ("LMS", "Automatic")),
+        ("k_lms_ka", "Automatic", ("LMS", "Karras")),
+        ("DPM++ SDE", "Automatic", ("DPM++ SDE", "Automatic")),
+        ("DPM++ SDE Karras", "Automatic", ("DPM++ SDE", "Karras")),
+        ("dpm++ sde karras", "", ("DPM++ SDE", "Karras")),
+        ("k_dpmpp_sde", "Exponential", ("DPM++ SDE", "Exponential")),
+        ("k_dpmpp_sde_ka", "Automatic", ("DPM++ SDE", "Karras")),
+        ("Euler", "beta", ("Euler", "Beta")),
+        ("DPM++ 2M Beta", "Automatic", ("DPM++ 2M", "Beta")),
     ],
 )
 def test_fused_and_alias_names(name: str, schedule: str, expected: tuple[str, str]) -> None:
@@ -220,12 +251,13 @@ def test_unknown_names_raise_clear_errors() -> None:
     with pytest.raises(ValueError, match="Choose a sampler"):
         resolve_sampler("")
     # A1111 samplers and schedules that diffusers cannot run faithfully here say so.
-    for name in ("DPM++ SDE", "DPM++ SDE Karras", "DPM++ 2S a Karras", "DPM++ 3M SDE Exponential", "LMS Karras",
-                 "Restart", "DPM fast"):
+    for name in ("DPM++ 2S a", "DPM++ 2S a Karras", "DPM++ 3M SDE Exponential", "Restart", "DPM fast", "k_dpm_ad"):
         with pytest.raises(ValueError, match="not available in LoRA Studio"):
             resolve_sampler(name)
-    with pytest.raises(ValueError, match="'Beta' is not available"):
-        resolve_sampler("Euler", "Beta")
+    with pytest.raises(ValueError, match="'Polyexponential' is not available"):
+        resolve_sampler("Euler", "Polyexponential")
+    with pytest.raises(ValueError, match="cannot use schedule type 'Beta'"):
+        resolve_sampler("Euler a", "Beta")
 
 
 def test_request_validation_uses_resolve_sampler() -> None:

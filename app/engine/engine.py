@@ -46,6 +46,10 @@ class Engine:
     def cancel(self, job_id: str, owner: str = LOCAL_OWNER) -> bool:
         return self.worker.cancel(job_id, owner)
 
+    def cancel_all_of(self, owner: str) -> int:
+        """Cancel every queued or running job of ``owner`` (the UI's Interrupt); return how many."""
+        return sum(self.worker.cancel(job.id, owner) for job in self.worker.active_jobs(owner))
+
     def shutdown(self) -> None:
         self.worker.stop()
         self.manager.unload_all()

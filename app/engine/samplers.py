@@ -9,16 +9,34 @@ v-prediction included, carry over).
 Facts this module follows (A1111 1.9/1.10 ``modules/sd_samplers_kdiffusion.py``,
 ``modules/sd_schedulers.py``, ``modules/sd_samplers_timesteps*.py``, ``modules/shared_options.py``):
 
-* "Automatic" means the sampler's own default schedule: Karras for DPM++ 2M, DPM2, DPM2 a
-  (and DPM++ SDE, DPM++ 2S a, Restart); Exponential for DPM++ 2M SDE, DPM++ 2M SDE Heun (and
-  DPM++ 3M SDE); for the others the model's own discretisation, which is the "Uniform" schedule
-  (sigmas at timesteps spaced evenly from 999 down to 0, then 0).
+* "Automatic" means the sampler's own default schedule: Karras for DPM++ 2M, DPM++ SDE, DPM2,
+  DPM2 a (and DPM++ 2S a, Restart); Exponential for DPM++ 2M SDE, DPM++ 2M SDE Heun (and
+  DPM++ 3M SDE); for the others (Euler a, Euler, LMS, Heun) the model's own discretisation, which
+  is the "Uniform" schedule (sigmas at timesteps spaced evenly from 999 down to 0, then 0).
 * In the infotext A1111 writes the resolved label ("Schedule type: Karras" for an Automatic
   DPM++ 2M) when Automatic resolves to a named schedule, and "Automatic" otherwise.
 * DDIM, PLMS and UniPC ignore the schedule type: DDIM and PLMS step at ``range(0, 1000,
   1000 // steps) + 1`` (diffusers ``timestep_spacing="leading"``, ``steps_offset=1``), UniPC uses
   variant bh1, order 3, lower-order final and a time-uniform grid ending at t=0.
-* Karras and Exponential span the model's full sigma range, like A1111's sigma_min/sigma_max.
+* Karras, Exponential and Beta span the model's full sigma range, like A1111's sigma_min/sigma_max.
+  Beta is A1111's ``beta_scheduler`` with its default alpha = beta = 0.6, which are diffusers'
+  ``use_beta_sigmas`` values too.
+* LMS is k-diffusion's ``sample_lms`` (order 4; diffusers' ``LMSDiscreteScheduler.step`` defaults
+  to order 4 as well). DPM++ SDE is ``sample_dpmpp_sde`` (r = 1/2, eta = 1, s_noise = 1; two model
+  calls per step), which A1111 feeds Brownian-tree noise seeded with each image's seed.
+
+A sampler offers a schedule type only where its diffusers class has the setting for it: Euler a
+(``EulerAncestralDiscreteScheduler``) has no Karras, Exponential or Beta sigmas, so it offers
+Automatic, Uniform and SGM Uniform only.
+
+Determinism of DPM++ SDE: diffusers' ``DPMSolverSDEScheduler`` takes no ``generator``; with
+``noise_sampler_seed=None`` it seeds its Brownian tree from the *global* torch RNG
+(``torch.randint`` in ``BatchedBrownianTree``), so two runs with the same ``generator`` give
+different images. ``make_scheduler`` therefore builds ``SeededDPMSolverSDEScheduler``, whose
+``step`` accepts the pipeline's ``generator`` (diffusers pipelines pass it to any ``step`` that
+takes one) and seeds the tree from it, one tree per image for a list of generators, with each
+generator's ``initial_seed()``: that is the image seed, as in A1111. It never touches a generator's
+state nor the global RNG.
 
 The sigma-based samplers therefore always get ``timestep_spacing="linspace"`` (the full 999..0
 range A1111 uses), whatever the model's config says: SD 1.x/SDXL configs say "leading", which
@@ -33,18 +51,22 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
+import torch
 from diffusers import (
     DDIMScheduler,
     DEISMultistepScheduler,
     DPMSolverMultistepScheduler,
+    DPMSolverSDEScheduler,
     EulerAncestralDiscreteScheduler,
     EulerDiscreteScheduler,
     HeunDiscreteScheduler,
     KDPM2AncestralDiscreteScheduler,
     KDPM2DiscreteScheduler,
+    LMSDiscreteScheduler,
     PNDMScheduler,
     UniPCMultistepScheduler,
 )
+from diffusers.schedulers.scheduling_dpmsolver_sde import BrownianTreeNoiseSampler
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 AUTOMATIC = "Automatic"
@@ -52,8 +74,10 @@ UNIFORM = "Uniform"
 KARRAS = "Karras"
 EXPONENTIAL = "Exponential"
 SGM_UNIFORM = "SGM Uniform"
+BETA = "Beta"
 
-SCHEDULE_TYPES: tuple[str, ...] = (AUTOMATIC, UNIFORM, KARRAS, EXPONENTIAL, SGM_UNIFORM)
+# In A1111's order (its list puts Beta last).
+SCHEDULE_TYPES: tuple[str, ...] = (AUTOMATIC, UNIFORM, KARRAS, EXPONENTIAL, SGM_UNIFORM, BETA)
 
 # What each named schedule sets on a sigma-based diffusers scheduler.
 _SCHEDULE_OVERRIDES: Mapping[str, Mapping[str, object]] = MappingProxyType(
@@ -62,6 +86,7 @@ _SCHEDULE_OVERRIDES: Mapping[str, Mapping[str, object]] = MappingProxyType(
         KARRAS: MappingProxyType({"use_karras_sigmas": True}),
         EXPONENTIAL: MappingProxyType({"use_exponential_sigmas": True}),
         SGM_UNIFORM: MappingProxyType({"timestep_spacing": "trailing"}),
+        BETA: MappingProxyType({"use_beta_sigmas": True}),  # alpha = beta = 0.6, as A1111's
     }
 )
 
@@ -74,13 +99,13 @@ _SCHEDULE_ALIASES: Mapping[str, str] = MappingProxyType(
         "exponential": EXPONENTIAL,
         "sgm_uniform": SGM_UNIFORM,
         "sgmuniform": SGM_UNIFORM,
+        "beta": BETA,
     }
 )
 
 # A1111 schedule types LoRA Studio does not offer, with the reason.
 _UNAVAILABLE_SCHEDULES: Mapping[str, str] = MappingProxyType(
     {
-        "Beta": "diffusers computes it only with the optional scipy package",
         "Polyexponential": "diffusers has no equivalent",
         "KL Optimal": "diffusers has no equivalent",
         "Align Your Steps": "diffusers has no equivalent",
@@ -97,12 +122,9 @@ _UNAVAILABLE_SCHEDULE_ALIASES: Mapping[str, str] = MappingProxyType(
         "simple": "Simple",
         "normal": "Normal",
         "ddim": "DDIM",
-        "beta": "Beta",
     }
 )
 
-_SIGMA_SCHEDULES: tuple[str, ...] = SCHEDULE_TYPES
-_SPACING_SCHEDULES: tuple[str, ...] = (AUTOMATIC, UNIFORM, SGM_UNIFORM)
 _OWN_SCHEDULE: tuple[str, ...] = (AUTOMATIC,)
 
 # Settings every sigma-based scheduler gets before the schedule's own: the full timestep range and
@@ -135,30 +157,92 @@ class SamplerSpec:
     a1111: bool = True  # False: not an A1111 sampler (LoRA Studio extra)
 
 
+def _init_parameters(cls: type[SchedulerMixin]) -> frozenset[str]:
+    return frozenset(inspect.signature(cls.__init__).parameters) - {"self"}
+
+
+def _sigma_schedules(cls: type[SchedulerMixin]) -> tuple[str, ...]:
+    """The schedule types a sigma-based scheduler class can run: those whose settings it accepts."""
+    accepted = _init_parameters(cls)
+    return (AUTOMATIC,) + tuple(
+        label for label, settings in _SCHEDULE_OVERRIDES.items() if set(settings) <= accepted
+    )
+
+
 def _spec(
     name: str, cls: type[SchedulerMixin], *, overrides: Mapping[str, object] | None = None, **kwargs: object
 ) -> SamplerSpec:
+    """A SamplerSpec; a sigma-based one without ``schedule_types`` offers what its class supports."""
+    if kwargs.get("sigma_based", True) and "schedule_types" not in kwargs:
+        kwargs["schedule_types"] = _sigma_schedules(cls)
     return SamplerSpec(name, cls, MappingProxyType(dict(overrides or {})), **kwargs)  # type: ignore[arg-type]
+
+
+def _brownian_seed(generator: object, batch_size: int) -> int | list[int] | None:
+    """The Brownian-tree seed(s) for a pipeline's ``generator``: its ``initial_seed()``, one per image
+    for a list of generators as long as the batch; None when there is no generator."""
+    if isinstance(generator, torch.Generator):
+        return generator.initial_seed()
+    if isinstance(generator, (list, tuple)) and generator and all(isinstance(g, torch.Generator) for g in generator):
+        seeds = [g.initial_seed() for g in generator]
+        return seeds if len(seeds) == batch_size else seeds[0]
+    return None
+
+
+class SeededDPMSolverSDEScheduler(DPMSolverSDEScheduler):
+    """``DPMSolverSDEScheduler`` whose Brownian noise follows the pipeline's ``generator``.
+
+    diffusers' class seeds its Brownian tree from ``config.noise_sampler_seed`` or, when that is
+    None, from the global torch RNG, so the same ``generator`` gives different images. This
+    ``step`` accepts ``generator`` (pipelines pass it to a ``step`` that takes one) and, when
+    ``noise_sampler_seed`` is None, seeds the tree with the generator's ``initial_seed()``, one
+    tree per image for a list of generators (A1111 seeds one tree per image with its seed). The
+    tree is made afresh after each ``set_timesteps``, so a reused scheduler follows each run's
+    generators. Without a generator it behaves as diffusers' class.
+    """
+
+    def step(  # type: ignore[override]
+        self,
+        model_output: torch.Tensor,
+        timestep: float | torch.Tensor,
+        sample: torch.Tensor,
+        return_dict: bool = True,
+        s_noise: float = 1.0,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+    ):
+        if self.noise_sampler is None and self.noise_sampler_seed is None:
+            seed = _brownian_seed(generator, sample.shape[0])
+            if seed is not None:
+                # As diffusers' step builds it, with the seed from the generator.
+                min_sigma, max_sigma = self.sigmas[self.sigmas > 0].min(), self.sigmas.max()
+                self.noise_sampler = BrownianTreeNoiseSampler(sample, min_sigma.item(), max_sigma.item(), seed)
+        return super().step(model_output, timestep, sample, return_dict=return_dict, s_noise=s_noise)
 
 
 _DPMPP: Mapping[str, object] = MappingProxyType(
     {"solver_order": 2, "final_sigmas_type": "zero", "lower_order_final": True, "euler_at_final": False}
 )
 
+# In A1111's order (the sampler dropdown follows it).
 _SPECS: tuple[SamplerSpec, ...] = (
     _spec(
         "DPM++ 2M",
         DPMSolverMultistepScheduler,
         overrides={**_DPMPP, "algorithm_type": "dpmsolver++", "solver_type": "midpoint"},
-        schedule_types=_SIGMA_SCHEDULES,
         automatic=KARRAS,
         aliases=("k_dpmpp_2m",),
+    ),
+    _spec(
+        "DPM++ SDE",
+        SeededDPMSolverSDEScheduler,
+        overrides={"noise_sampler_seed": None},  # seeded from the pipeline's generator, see the class
+        automatic=KARRAS,
+        aliases=("k_dpmpp_sde",),
     ),
     _spec(
         "DPM++ 2M SDE",
         DPMSolverMultistepScheduler,
         overrides={**_DPMPP, "algorithm_type": "sde-dpmsolver++", "solver_type": "midpoint"},
-        schedule_types=_SIGMA_SCHEDULES,
         automatic=EXPONENTIAL,
         aliases=("k_dpmpp_2m_sde",),
     ),
@@ -166,25 +250,18 @@ _SPECS: tuple[SamplerSpec, ...] = (
         "DPM++ 2M SDE Heun",
         DPMSolverMultistepScheduler,
         overrides={**_DPMPP, "algorithm_type": "sde-dpmsolver++", "solver_type": "heun"},
-        schedule_types=_SIGMA_SCHEDULES,
         automatic=EXPONENTIAL,
         aliases=("k_dpmpp_2m_sde_heun",),
     ),
-    _spec(
-        "Euler a",
-        EulerAncestralDiscreteScheduler,
-        schedule_types=_SPACING_SCHEDULES,  # diffusers' ancestral Euler has no Karras/exponential sigmas
-        aliases=("k_euler_a", "k_euler_ancestral", "Euler ancestral"),
-    ),
-    _spec("Euler", EulerDiscreteScheduler, schedule_types=_SIGMA_SCHEDULES, aliases=("k_euler",)),
-    _spec("Heun", HeunDiscreteScheduler, schedule_types=_SIGMA_SCHEDULES, aliases=("k_heun",)),
-    _spec(
-        "DPM2", KDPM2DiscreteScheduler, schedule_types=_SIGMA_SCHEDULES, automatic=KARRAS, aliases=("k_dpm_2",)
-    ),
+    # diffusers' ancestral Euler has no Karras/Exponential/Beta sigmas: Automatic, Uniform, SGM Uniform.
+    _spec("Euler a", EulerAncestralDiscreteScheduler, aliases=("k_euler_a", "k_euler_ancestral", "Euler ancestral")),
+    _spec("Euler", EulerDiscreteScheduler, aliases=("k_euler",)),
+    _spec("LMS", LMSDiscreteScheduler, aliases=("k_lms",)),  # step() runs order 4, as sample_lms
+    _spec("Heun", HeunDiscreteScheduler, aliases=("k_heun",)),
+    _spec("DPM2", KDPM2DiscreteScheduler, automatic=KARRAS, aliases=("k_dpm_2",)),
     _spec(
         "DPM2 a",
         KDPM2AncestralDiscreteScheduler,
-        schedule_types=_SIGMA_SCHEDULES,
         automatic=KARRAS,
         aliases=("k_dpm_2_a",),
     ),
@@ -230,7 +307,6 @@ _SPECS: tuple[SamplerSpec, ...] = (
         "DEIS",
         DEISMultistepScheduler,
         overrides={"solver_order": 3, "algorithm_type": "deis", "solver_type": "logrho", "lower_order_final": True},
-        schedule_types=_SIGMA_SCHEDULES,
         a1111=False,
     ),
 )
@@ -242,8 +318,6 @@ SAMPLER_NAMES: tuple[str, ...] = tuple(spec.name for spec in _SPECS)
 # (so that an infotext naming them still parses).
 _UNAVAILABLE_SAMPLERS: Mapping[str, str] = MappingProxyType(
     {
-        "LMS": "diffusers runs it only with the optional scipy package",
-        "DPM++ SDE": "diffusers runs it only with the optional torchsde package",
         "DPM++ 2S a": "diffusers has no equivalent scheduler",
         "DPM++ 3M SDE": "diffusers' third-order SDE solver does not match k-diffusion's",
         "DPM fast": "diffusers has no equivalent scheduler",
@@ -254,12 +328,10 @@ _UNAVAILABLE_SAMPLERS: Mapping[str, str] = MappingProxyType(
     }
 )
 _UNAVAILABLE_AUTOMATIC: Mapping[str, str] = MappingProxyType(
-    {"DPM++ SDE": KARRAS, "DPM++ 2S a": KARRAS, "DPM++ 3M SDE": EXPONENTIAL, "Restart": KARRAS}
+    {"DPM++ 2S a": KARRAS, "DPM++ 3M SDE": EXPONENTIAL, "Restart": KARRAS}
 )
 _UNAVAILABLE_SAMPLER_ALIASES: Mapping[str, str] = MappingProxyType(
     {
-        "k_lms": "LMS",
-        "k_dpmpp_sde": "DPM++ SDE",
         "k_dpmpp_2s_a": "DPM++ 2S a",
         "k_dpmpp_3m_sde": "DPM++ 3M SDE",
         "k_dpm_fast": "DPM fast",
@@ -427,10 +499,6 @@ def infotext_schedule_type(sampler: str, schedule_type: str = AUTOMATIC) -> str:
     if chosen == AUTOMATIC:
         return automatic_schedule_type(canonical) or AUTOMATIC
     return chosen
-
-
-def _init_parameters(cls: type[SchedulerMixin]) -> frozenset[str]:
-    return frozenset(inspect.signature(cls.__init__).parameters) - {"self"}
 
 
 def scheduler_overrides(sampler: str, schedule_type: str = AUTOMATIC) -> dict[str, object]:

@@ -111,6 +111,11 @@ class Worker:
         with self._lock:
             return self._jobs.get(job_id)
 
+    def active_jobs(self, owner: str) -> list[Job]:
+        """The owner's jobs that are queued or running."""
+        with self._lock:
+            return [job for job in self._jobs.values() if job.owner == owner and not job.finished]
+
     def cancel(self, job_id: str, owner: str) -> bool:
         """Cancel a queued or running job. Only its owner may; returns False if it already ended."""
         job = self.get(job_id)
