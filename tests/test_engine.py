@@ -20,6 +20,7 @@ from app.engine import (
     InpaintRequest,
     JobCancelled,
     JobFailed,
+    LoraSpec,
     Txt2ImgRequest,
 )
 from app.engine.outputs import read_parameters
@@ -267,6 +268,7 @@ def test_hub_id_offline_gives_a_clear_error(engine: Engine) -> None:
         (dict(model="no-such-model"), "No checkpoint called 'no-such-model'"),
         (dict(vae="no-such-vae"), "No VAE"),
         (dict(batch_size=0), "Batch size"),
+        (dict(loras=(LoraSpec("style"),)), "LoRAs are not applied"),
     ],
 )
 def test_bad_requests_get_clear_errors(engine: Engine, changes: dict, message: str) -> None:

@@ -225,7 +225,8 @@ def test_defaults_for_missing_keys() -> None:
         ("Euler a", None, ("Euler a", "Automatic")),
         ("DPM++ 2M", "Karras", ("DPM++ 2M", "Karras")),
         ("DDIM", "Karras", ("DDIM", "Automatic")),  # A1111 ignores the schedule for DDIM
-        ("DPM++ SDE Karras", None, ("DPM++ SDE", "Karras")),  # kept, so validate() can explain
+        ("DPM++ SDE Karras", None, ("DPM++ SDE", "Karras")),
+        ("DPM++ 2S a Karras", None, ("DPM++ 2S a", "Karras")),  # kept, so validate() can explain
         ("Euler a", "Karras", ("Euler a", "Karras")),
         ("Mystery sampler", None, ("Mystery sampler", "Automatic")),
     ],
@@ -238,7 +239,7 @@ def test_old_and_odd_sampler_names_parse(sampler_text: str, schedule_text: str |
 
 
 def test_unsupported_pasted_sampler_fails_validation_clearly() -> None:
-    text = "a cat\nSteps: 20, Sampler: DPM++ SDE Karras, CFG scale: 7, Seed: 1, Size: 512x512"
+    text = "a cat\nSteps: 20, Sampler: DPM++ 2S a Karras, CFG scale: 7, Seed: 1, Size: 512x512"
     with pytest.raises(ValueError, match="not available in LoRA Studio"):
         request_from_infotext(text).validate()
 

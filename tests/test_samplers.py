@@ -188,6 +188,25 @@ def test_karras_and_uniform_span_the_full_sigma_range() -> None:
     assert int(euler.timesteps[0]) == 999 and int(euler.timesteps[-1]) == 0
 
 
+def test_beta_is_a1111s_beta_schedule() -> None:
+    """A1111 1.9+ "Beta": sigma_min + ppf(1 - linspace(0, 1, n); 0.6, 0.6) * (sigma_max - sigma_min), then 0."""
+    scipy_stats = pytest.importorskip("scipy.stats")
+    offered = [name for name in SAMPLER_NAMES if "Beta" in supported_schedule_types(name)]
+    assert offered == [name for name in SAMPLER_NAMES if name not in ("Euler a", "DDIM", "PLMS", "UniPC")]
+    for name in offered:
+        assert make_scheduler(sd_config(), name, "Beta").config.use_beta_sigmas is True, name
+        assert make_scheduler(sd_config(), name, "Karras").config.use_beta_sigmas is False, name
+    alphas = DDPMScheduler(**{k: v for k, v in SD_SCHEDULER.items() if k != "timestep_spacing"}).alphas_cumprod
+    full = ((1 - alphas) / alphas) ** 0.5
+    low, high = float(full[0]), float(full[-1])
+    steps = 10
+    expected = [low + scipy_stats.beta.ppf(x, 0.6, 0.6) * (high - low) for x in 1 - np.linspace(0, 1, steps)] + [0.0]
+    for name in ("Euler", "LMS", "DPM++ 2M"):
+        scheduler = make_scheduler(sd_config(), name, "Beta")
+        scheduler.set_timesteps(steps)
+        assert scheduler.sigmas.double().numpy() == pytest.approx(expected, rel=1e-4, abs=1e-6), name
+
+
 def test_ddim_and_plms_step_like_a1111() -> None:
     """A1111: timesteps range(0, 1000, 1000 // steps) + 1, highest first."""
     for sampler in ("DDIM", "PLMS"):
@@ -322,19 +341,24 @@ def sd2_pipe(one_thread):
     return pipe, dict(pipe.scheduler.config)
 
 
-def _run(pipe_and_config, sampler: str, schedule: str = "Automatic", seed: int = 0) -> np.ndarray:
+def _run(pipe_and_config, sampler: str, schedule: str = "Automatic", seed: int | list[int] = 0,
+         scheduler=None) -> np.ndarray:
+    """The image (or, for a list of seeds, the images: one generator each, as the worker runs a batch)."""
     pipe, config = pipe_and_config
-    pipe.scheduler = make_scheduler(config, sampler, schedule)
+    pipe.scheduler = scheduler if scheduler is not None else make_scheduler(config, sampler, schedule)
+    seeds = seed if isinstance(seed, list) else [seed]
+    generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
     result = pipe(
         "a red fox",
         negative_prompt="blurry",
         num_inference_steps=3,
         height=64,
         width=64,
-        generator=torch.Generator("cpu").manual_seed(seed),
+        num_images_per_prompt=len(seeds),
+        generator=generators if isinstance(seed, list) else generators[0],
         output_type="np",
     )
-    return result.images[0]
+    return result.images if isinstance(seed, list) else result.images[0]
 
 
 RUNS = [(name, "Automatic") for name in SAMPLER_NAMES] + [
@@ -343,6 +367,9 @@ RUNS = [(name, "Automatic") for name in SAMPLER_NAMES] + [
     ("Euler a", "SGM Uniform"),
     ("DPM++ 2M", "Uniform"),
     ("DPM++ 2M SDE", "Karras"),
+    ("LMS", "Karras"),
+    ("DPM++ SDE", "Beta"),
+    ("Euler", "Beta"),
 ]
 
 
@@ -359,6 +386,38 @@ def test_samplers_differ(sd1_pipe) -> None:
     assert np.abs(euler - _run(sd1_pipe, "DDIM")).max() > 1e-3
     assert np.abs(euler - _run(sd1_pipe, "Euler", seed=1)).max() > 1e-3
     assert np.array_equal(euler, _run(sd1_pipe, "Euler"))
+
+
+def test_dpmpp_sde_is_deterministic_under_a_fixed_generator(sd1_pipe) -> None:
+    """diffusers' DPMSolverSDEScheduler seeds its Brownian tree from the global RNG when
+    noise_sampler_seed is None; ours seeds it from the pipeline's generator, and only from that."""
+    torch.manual_seed(1)
+    first = _run(sd1_pipe, "DPM++ SDE")
+    torch.manual_seed(2)
+    before = torch.get_rng_state()
+    second = _run(sd1_pipe, "DPM++ SDE")
+    assert torch.equal(torch.get_rng_state(), before)  # the global RNG is neither used nor moved
+    assert np.array_equal(first, second)
+    assert np.abs(first - _run(sd1_pipe, "DPM++ SDE", seed=1)).max() > 1e-3
+    # The tree's seed is the generator's seed: the same as diffusers' class told noise_sampler_seed=0.
+    _, config = sd1_pipe
+    told = DPMSolverSDEScheduler.from_config(config, **scheduler_overrides("DPM++ SDE") | {"noise_sampler_seed": 0})
+    assert np.array_equal(first, _run(sd1_pipe, "DPM++ SDE", scheduler=told))
+    # A reused scheduler (the worker keeps one for every batch of a job) draws a fresh tree per run.
+    reused = make_scheduler(config, "DPM++ SDE")
+    assert np.array_equal(first, _run(sd1_pipe, "DPM++ SDE", scheduler=reused))
+    assert not np.array_equal(first, _run(sd1_pipe, "DPM++ SDE", seed=1, scheduler=reused))
+    assert np.array_equal(first, _run(sd1_pipe, "DPM++ SDE", scheduler=reused))
+
+
+def test_dpmpp_sde_batch_gives_each_image_its_own_seed(sd1_pipe) -> None:
+    """As in A1111, one Brownian tree per image, seeded with that image's seed: an image in a
+    batch is the image its seed gives alone (up to batched arithmetic)."""
+    batch = _run(sd1_pipe, "DPM++ SDE", seed=[3, 4])
+    for image, seed in zip(batch, (3, 4)):
+        alone = _run(sd1_pipe, "DPM++ SDE", seed=[seed])
+        assert np.abs(image - alone).max() < 1e-4, seed
+    assert np.abs(batch[0] - batch[1]).max() > 1e-3
 
 
 def test_v_prediction_carries_over(sd2_pipe) -> None:

@@ -30,6 +30,8 @@ class Engine:
     def submit(self, request: GenerationRequest, owner: str = LOCAL_OWNER) -> Job:
         """Validate and queue a request. Raises ValueError for a bad request (nothing is queued)."""
         request.validate()
+        if request.loras:
+            raise ValueError("LoRAs are not applied by this version of the engine yet; remove them from the request.")
         if request.model is not None:
             self.registry.find_checkpoint(request.model)  # unknown names fail now, not in the queue
         if request.vae is not None:

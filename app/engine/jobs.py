@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import itertools
 import queue
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -55,14 +55,11 @@ class JobEvent:
         return self.phase in TERMINAL_PHASES
 
 
-_ids = itertools.count(1)
-
-
 class Job:
     """A unit of device work with an owner, an event stream and a cancel flag."""
 
     def __init__(self, owner: str, work: Callable[["JobContext"], JobResult], description: str = "") -> None:
-        self.id = f"job-{next(_ids)}"
+        self.id = f"job-{uuid.uuid4().hex[:12]}"
         self.owner = owner
         self.description = description
         self._work = work

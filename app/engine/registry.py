@@ -92,7 +92,7 @@ class ModelRegistry:
         entry = _find(self.checkpoints(), name)
         if entry is not None:
             return entry
-        if HUB_ID.match(name) and not (self.models_dir / CHECKPOINT_DIR / name).exists():
+        if is_hub_id(name) and not (self.models_dir / CHECKPOINT_DIR / name).exists():
             return ModelEntry(name, None, "hub")
         known = ", ".join(e.name for e in self.checkpoints()) or "none"
         raise ValueError(
@@ -129,6 +129,11 @@ class ModelRegistry:
             with self._lock:
                 self._hashes[key] = cached
         return cached[:10]
+
+
+def is_hub_id(name: str) -> bool:
+    """``owner/name`` that cannot be read as a path on this machine (no "..", nothing that exists)."""
+    return bool(HUB_ID.match(name)) and ".." not in name.split("/") and not Path(name).exists()
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:

@@ -25,6 +25,11 @@ Facts this module follows (A1111 1.9/1.10 ``modules/sd_samplers_kdiffusion.py``,
   to order 4 as well). DPM++ SDE is ``sample_dpmpp_sde`` (r = 1/2, eta = 1, s_noise = 1; two model
   calls per step), which A1111 feeds Brownian-tree noise seeded with each image's seed.
 
+The sigma-based samplers therefore always get ``timestep_spacing="linspace"`` (the full 999..0
+range A1111 uses), whatever the model's config says: SD 1.x/SDXL configs say "leading", which
+would start sampling below the model's maximum noise. SGM Uniform is diffusers'
+``timestep_spacing="trailing"``.
+
 A sampler offers a schedule type only where its diffusers class has the setting for it: Euler a
 (``EulerAncestralDiscreteScheduler``) has no Karras, Exponential or Beta sigmas, so it offers
 Automatic, Uniform and SGM Uniform only.
@@ -37,11 +42,6 @@ different images. ``make_scheduler`` therefore builds ``SeededDPMSolverSDESchedu
 takes one) and seeds the tree from it, one tree per image for a list of generators, with each
 generator's ``initial_seed()``: that is the image seed, as in A1111. It never touches a generator's
 state nor the global RNG.
-
-The sigma-based samplers therefore always get ``timestep_spacing="linspace"`` (the full 999..0
-range A1111 uses), whatever the model's config says: SD 1.x/SDXL configs say "leading", which
-would start sampling below the model's maximum noise. SGM Uniform is diffusers'
-``timestep_spacing="trailing"``.
 """
 
 from __future__ import annotations
