@@ -8,6 +8,8 @@ from pathlib import Path
 
 log = logging.getLogger("lora_studio")
 
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -18,10 +20,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="listen on all network interfaces (0.0.0.0) so others on the LAN can connect; "
                              "the default is 127.0.0.1, this machine only")
     parser.add_argument("--port", type=int, default=7860, help="port of the web UI (default 7860)")
-    parser.add_argument("--models-dir", type=Path, default=Path("models"),
-                        help="folder with Stable-diffusion/, Lora/ and VAE/ subfolders (default ./models)")
-    parser.add_argument("--outputs-dir", type=Path, default=Path("outputs"),
-                        help="where generated images are saved (default ./outputs)")
+    parser.add_argument("--models-dir", type=Path, default=PROJECT_ROOT / "models",
+                        help="folder with Stable-diffusion/, Lora/ and VAE/ subfolders (default: models/ "
+                             "beside launch.py; an A1111 models folder works as it is)")
+    parser.add_argument("--outputs-dir", type=Path, default=PROJECT_ROOT / "outputs",
+                        help="where generated images are saved (default: outputs/ beside launch.py)")
     parser.add_argument("--model", default=None,
                         help="default checkpoint: a name from models/Stable-diffusion, a path to a diffusers "
                              "folder or .safetensors file, or a Hugging Face hub id (needs internet). "

@@ -7,6 +7,9 @@ import logging
 import gradio as gr
 
 from app.engine import Engine
+from app.ui.img2img_tab import build_img2img_tab
+from app.ui.inpaint_tab import build_inpaint_tab
+from app.ui.png_info_tab import build_png_info_tab, fields_from_infotext
 from app.ui.txt2img_tab import build_txt2img_tab
 
 log = logging.getLogger(__name__)
@@ -23,8 +26,28 @@ def build_ui(engine: Engine) -> gr.Blocks:
     with gr.Blocks(title="LoRA Studio") as blocks:
         gr.Markdown("## LoRA Studio")
         gr.Markdown(_model_note(engine))
-        with gr.Tab("txt2img", id="txt2img"):
-            build_txt2img_tab(engine)
+        with gr.Tabs() as tabs:
+            with gr.Tab("txt2img", id="txt2img"):
+                txt2img_settings, _ = build_txt2img_tab(engine)
+            with gr.Tab("img2img", id="img2img"):
+                _, img2img_settings, _ = build_img2img_tab(engine)
+            with gr.Tab("Inpaint", id="inpaint"):
+                build_inpaint_tab(engine)
+            with gr.Tab("PNG Info", id="png_info"):
+                info_text, to_txt2img, to_img2img = build_png_info_tab()
+            with gr.Tab("Train LoRA", id="train"):
+                gr.Markdown("LoRA training arrives here in a later version.")
+
+        def send_fields(text: str) -> list:
+            values = fields_from_infotext(text)
+            known = {e.name for e in engine.registry.checkpoints()}
+            values[0] = values[0] if values[0] in known else gr.update()  # keep the pick if the model is absent
+            return values
+
+        for button, settings, tab_id in ((to_txt2img, txt2img_settings, "txt2img"),
+                                         (to_img2img, img2img_settings, "img2img")):
+            button.click(send_fields, info_text, settings.as_list(), api_name=False, queue=False).then(
+                lambda tab_id=tab_id: gr.Tabs(selected=tab_id), None, tabs, api_name=False, queue=False)
     return blocks
 
 

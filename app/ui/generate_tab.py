@@ -113,3 +113,40 @@ def _default_card(engine: Engine) -> dict:
         return engine.registry.find_checkpoint(engine.config.default_model or "").card()
     except ValueError:
         return {}
+
+
+@dataclass
+class OutputControls:
+    """The right-hand column of a generate tab."""
+
+    generate: gr.Button
+    interrupt: gr.Button
+    progress: gr.HTML
+    preview: gr.Image
+    gallery: gr.Gallery
+    info: gr.Textbox
+    status: gr.Markdown
+
+    def stream_outputs(self) -> list[gr.components.Component]:
+        return [self.gallery, self.preview, self.progress, self.info]
+
+
+def output_controls(tab: str) -> OutputControls:
+    with gr.Row():
+        generate = gr.Button("Generate", variant="primary", elem_id=f"{tab}_generate")
+        stop = gr.Button("Interrupt", elem_id=f"{tab}_interrupt")
+    progress = gr.HTML(elem_id=f"{tab}_progress")
+    preview = gr.Image(label="Preview", visible=False, interactive=False, elem_id=f"{tab}_preview")
+    gallery = gr.Gallery(label="Output", columns=2, format="png", elem_id=f"{tab}_gallery")
+    info = gr.Textbox(label="Generation parameters", lines=3, interactive=False, elem_id=f"{tab}_info")
+    status = gr.Markdown(elem_id=f"{tab}_status")
+    return OutputControls(generate, stop, progress, preview, gallery, info, status)
+
+
+def wire_generate(engine: Engine, tab: str, settings: SettingsControls, outputs: OutputControls,
+                  handler: Callable[..., Iterator[Any]], extra_inputs: list[gr.components.Component]) -> None:
+    """Generate button, Ctrl+Enter in the prompt, and Interrupt."""
+    inputs = settings.as_list() + extra_inputs
+    outputs.generate.click(handler, inputs, outputs.stream_outputs(), api_name=tab, concurrency_limit=None)
+    settings.prompt.submit(handler, inputs, outputs.stream_outputs(), api_name=False, concurrency_limit=None)
+    outputs.interrupt.click(interrupt(engine), None, outputs.status, api_name=False, queue=False)
