@@ -89,28 +89,22 @@ class ModelRegistry:
     # ----- lookup --------------------------------------------------------------------------
     def find_checkpoint(self, name: str) -> ModelEntry:
         """The checkpoint called ``name`` (also without its suffix), or a hub entry for a hub id."""
-        entry = _find(self.checkpoints(), name)
-        if entry is not None:
-            return entry
-        if is_hub_id(name) and not (self.models_dir / CHECKPOINT_DIR / name).exists():
+        entries = self.checkpoints()
+        if _find(entries, name) is None and is_hub_id(name) and not (self.models_dir / CHECKPOINT_DIR / name).exists():
             return ModelEntry(name, None, "hub")
-        known = ", ".join(e.name for e in self.checkpoints()) or "none"
-        raise ValueError(
-            f"No checkpoint called {name!r} in {self.models_dir / CHECKPOINT_DIR}. Available: {known}."
-        )
+        return self._find_or_explain(entries, name, "checkpoint", CHECKPOINT_DIR)
 
     def find_vae(self, name: str) -> ModelEntry:
-        entry = _find(self.vaes(), name)
-        if entry is None:
-            known = ", ".join(e.name for e in self.vaes()) or "none"
-            raise ValueError(f"No VAE called {name!r} in {self.models_dir / VAE_DIR}. Available: {known}.")
-        return entry
+        return self._find_or_explain(self.vaes(), name, "VAE", VAE_DIR)
 
     def find_lora(self, name: str) -> ModelEntry:
-        entry = _find(self.loras(), name)
+        return self._find_or_explain(self.loras(), name, "LoRA", LORA_DIR)
+
+    def _find_or_explain(self, entries: list[ModelEntry], name: str, kind: str, folder: str) -> ModelEntry:
+        entry = _find(entries, name)
         if entry is None:
-            known = ", ".join(e.name for e in self.loras()) or "none"
-            raise ValueError(f"No LoRA called {name!r} in {self.models_dir / LORA_DIR}. Available: {known}.")
+            known = ", ".join(e.name for e in entries) or "none"
+            raise ValueError(f"No {kind} called {name!r} in {self.models_dir / folder}. Available: {known}.")
         return entry
 
     # ----- hashes --------------------------------------------------------------------------

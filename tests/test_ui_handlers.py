@@ -1,0 +1,41 @@
+"""UI helpers that turn browser values into engine inputs (no browser needed)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
+
+from app.ui.inpaint_tab import mask_from_editor
+from app.ui.png_info_tab import fields_from_infotext, read_png_info
+
+
+def test_painted_layers_become_the_mask() -> None:
+    background = Image.new("RGBA", (40, 30), (10, 20, 30, 255))
+    layer = Image.new("RGBA", (40, 30), (0, 0, 0, 0))
+    layer.paste((255, 255, 255, 255), (5, 5, 15, 12))
+    picture, mask = mask_from_editor({"background": background, "layers": [layer], "composite": background})
+    assert picture.mode == "RGB" and picture.size == (40, 30)
+    painted = np.asarray(mask) > 0
+    assert painted.sum() == 10 * 7 and painted[5:12, 5:15].all()
+    assert mask_from_editor(None) == (None, None)
+
+
+def test_png_info_reads_parameters_and_fills_fields(tmp_path) -> None:
+    text = "a cat, sitting\nNegative prompt: dog\nSteps: 12, Sampler: DPM++ 2M Karras, CFG scale: 5.5, Seed: 99, Size: 96x64, Model: tiny"
+    info = PngInfo()
+    info.add_text("parameters", text)
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png", pnginfo=info)
+    read, fields = read_png_info(Image.open(tmp_path / "a.png"))
+    assert read == text and fields["Seed"] == "99" and fields["Size-1"] == "96"
+    values = fields_from_infotext(read)
+    assert values == ["tiny", "a cat, sitting", "dog", "DPM++ 2M", "Karras", 12, 5.5, 96, 64, 99, 1, 1]
+    assert read_png_info(Image.new("RGB", (4, 4)))[0] == "This image carries no generation parameters."
+
+
+def test_sending_nothing_is_a_readable_error() -> None:
+    import gradio as gr
+
+    with pytest.raises(gr.Error):
+        fields_from_infotext("")
