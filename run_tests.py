@@ -3,7 +3,6 @@
 Sets up ``.venv`` with the test extras first, exactly as launch.py does for the app.
 """
 
-import os
 import subprocess
 import sys
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 import gradio as gr
 
 from app.engine import Engine
@@ -11,8 +9,6 @@ from app.ui.img2img_tab import build_img2img_tab
 from app.ui.inpaint_tab import build_inpaint_tab
 from app.ui.png_info_tab import build_png_info_tab, fields_from_infotext
 from app.ui.txt2img_tab import build_txt2img_tab
-
-log = logging.getLogger(__name__)
 
 CSS = """
 .ls-progress { position: relative; height: 1.6em; border-radius: 4px; background: var(--block-background-fill);
