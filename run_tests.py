@@ -6,9 +6,10 @@ Sets up ``.venv`` with the test extras first, exactly as launch.py does for the 
 import subprocess
 import sys
 
-from app.bootstrap import ensure_environment
+from app.bootstrap import ensure_chromium, ensure_environment
 
 if __name__ == "__main__":
+    ensure_chromium()
     ensure_environment("test")
     args = sys.argv[1:]
     code = subprocess.call([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".venv"
 DEFAULT_TORCH = "torch==2.13.0"
+CHROMIUM = Path("/usr/bin/chromium")
 
 
 def venv_python() -> Path:
@@ -56,3 +58,19 @@ def ensure_environment(extras: str = "") -> None:
         _run(*pip, "-e", target)
         stamp.write_text(wanted)
     os.execv(str(python), [str(python), *sys.argv])
+
+
+def ensure_chromium() -> bool:
+    """The browser tests drive Debian's Chromium. Install it with apt-get where we may (root on
+    Debian); elsewhere those tests skip and say why. Returns whether it is there."""
+    if CHROMIUM.exists():
+        return True
+    if shutil.which("apt-get") is None or not hasattr(os, "geteuid") or os.geteuid() != 0:
+        print("[bootstrap] /usr/bin/chromium is missing; the browser tests will be skipped", flush=True)
+        return False
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for command in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "chromium"]):
+        print("[bootstrap]", " ".join(command), flush=True)
+        if subprocess.run(command, env=env, check=False).returncode != 0:
+            break
+    return CHROMIUM.exists()

@@ -20,6 +20,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help="listen on all network interfaces (0.0.0.0) so others on the LAN can connect; "
                              "the default is 127.0.0.1, this machine only")
     parser.add_argument("--port", type=int, default=7860, help="port of the web UI (default 7860)")
+    parser.add_argument("--auth", metavar="USER:PASS[,USER2:PASS2]", default=None,
+                        help="require a login: one or more user:password pairs, separated by commas")
+    parser.add_argument("--auth-file", metavar="FILE", type=Path, default=None,
+                        help="require a login with the user:password pairs in FILE (comma- or line-separated, "
+                             "# comments allowed); keeps passwords out of the shell history")
+    parser.add_argument("--share", action="store_true",
+                        help="also open a public gradio.live link through Gradio's tunnel. Needs internet; "
+                             "off by default. Use it with --auth")
+    parser.add_argument("--max-upload-mb", type=int, default=50,
+                        help="largest file a browser may upload, in MB (default 50)")
     parser.add_argument("--models-dir", type=Path, default=PROJECT_ROOT / "models",
                         help="folder with Stable-diffusion/, Lora/ and VAE/ subfolders (default: models/ "
                              "beside launch.py; an A1111 models folder works as it is)")
@@ -63,9 +73,32 @@ def engine_config_from_args(args: argparse.Namespace):
     )
 
 
+def serve_options_from_args(args: argparse.Namespace):
+    """Network options from the flags; a bad --auth value or file raises CredentialsError."""
+    from app.serving import LOCALHOST, ServeOptions, parse_credentials, read_credentials_file
+
+    credentials: tuple[tuple[str, str], ...] = ()
+    if args.auth:
+        credentials += parse_credentials(args.auth)
+    if args.auth_file:
+        credentials += read_credentials_file(args.auth_file)
+    if args.max_upload_mb < 1:
+        raise ValueError("--max-upload-mb must be at least 1")
+    return ServeOptions(host="0.0.0.0" if args.listen else LOCALHOST, port=args.port, credentials=credentials,
+                        share=args.share, max_upload_mb=args.max_upload_mb)
+
+
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        options = serve_options_from_args(args)
+    except ValueError as exc:  # CredentialsError included
+        parser.error(str(exc))
+    from app.serving import use_cache_under, warn_if_open
+
+    use_cache_under(args.outputs_dir)  # before Gradio builds anything
     from app.engine import Engine
     from app.ui import launch_ui
 
@@ -73,4 +106,5 @@ def main(argv: list[str] | None = None) -> None:
     engine = Engine(config)
     log.info("device %s, dtype %s, default model %s", config.resolved_device(), config.resolved_dtype(),
              config.default_model)
-    launch_ui(engine, host="0.0.0.0" if args.listen else "127.0.0.1", port=args.port)
+    warn_if_open(options)
+    launch_ui(engine, options)

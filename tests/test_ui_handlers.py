@@ -30,7 +30,7 @@ def test_png_info_reads_parameters_and_fills_fields(tmp_path) -> None:
     read, fields = read_png_info(Image.open(tmp_path / "a.png"))
     assert read == text and fields["Seed"] == "99" and fields["Size-1"] == "96"
     values = fields_from_infotext(read)
-    assert values == ["tiny", "a cat, sitting", "dog", "DPM++ 2M", "Karras", 12, 5.5, 96, 64, 99, 1, 1]
+    assert values == ["tiny", "Automatic", "a cat, sitting", "dog", "DPM++ 2M", "Karras", 12, 5.5, 96, 64, 99, 1, 1]
     assert read_png_info(Image.new("RGB", (4, 4)))[0] == "This image carries no generation parameters."
 
 

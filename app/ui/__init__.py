@@ -5,9 +5,11 @@ from __future__ import annotations
 import gradio as gr
 
 from app.engine import Engine
+from app.serving import ServeOptions, launch_kwargs
 from app.ui.img2img_tab import build_img2img_tab
 from app.ui.inpaint_tab import build_inpaint_tab
-from app.ui.png_info_tab import build_png_info_tab, fields_from_infotext
+from app.ui.png_info_tab import build_png_info_tab
+from app.ui.send_to import settings_values, wire_send_to
 from app.ui.txt2img_tab import build_txt2img_tab
 
 CSS = """
@@ -15,35 +17,52 @@ CSS = """
   border: 1px solid var(--border-color-primary); overflow: hidden; }
 .ls-progress-fill { position: absolute; inset: 0 auto 0 0; background: var(--color-accent-soft); }
 .ls-progress-text { position: relative; padding-left: 0.5em; line-height: 1.6em; font-size: 0.9em; }
+.ls-tool { align-self: end; }
 """
+
+# Ctrl+Enter (Cmd+Enter on a Mac) in a prompt box clicks that tab's Generate button, as in A1111.
+HEAD = """<script>
+document.addEventListener("keydown", (event) => {
+  if (event.key !== "Enter" || !(event.ctrlKey || event.metaKey)) return;
+  const box = event.target.closest && event.target.closest('[id$="_prompt"], [id$="_negative"]');
+  if (!box) return;
+  const button = document.getElementById(box.id.replace(/_(prompt|negative)$/, "") + "_generate");
+  if (button) { event.preventDefault(); button.click(); }
+});
+// Hover titles for the icon buttons (Gradio buttons take no tooltip).
+const LS_TITLES = {_refresh: "Read models/ again", _random_seed: "Random seed (-1)",
+                   _reuse_seed: "Reuse the seed of the selected result"};
+new MutationObserver(() => {
+  for (const [suffix, title] of Object.entries(LS_TITLES)) {
+    document.querySelectorAll(`[id$="${suffix}"]:not([title])`).forEach((el) => el.setAttribute("title", title));
+  }
+}).observe(document.documentElement, {childList: true, subtree: true});
+</script>"""
+
+CACHE_CLEANUP = (3600, 24 * 3600)  # every hour, delete cached uploads/results older than a day
 
 
 def build_ui(engine: Engine) -> gr.Blocks:
-    with gr.Blocks(title="LoRA Studio") as blocks:
+    with gr.Blocks(title="LoRA Studio", delete_cache=CACHE_CLEANUP) as blocks:
         gr.Markdown("## LoRA Studio")
         gr.Markdown(_model_note(engine))
         with gr.Tabs() as tabs:
             with gr.Tab("txt2img", id="txt2img"):
-                txt2img_settings, _ = build_txt2img_tab(engine)
+                txt2img = build_txt2img_tab(engine)
             with gr.Tab("img2img", id="img2img"):
-                _, img2img_settings, _ = build_img2img_tab(engine)
+                img2img = build_img2img_tab(engine)
             with gr.Tab("Inpaint", id="inpaint"):
-                build_inpaint_tab(engine)
+                inpaint = build_inpaint_tab(engine)
             with gr.Tab("PNG Info", id="png_info"):
                 info_text, to_txt2img, to_img2img = build_png_info_tab()
             with gr.Tab("Train LoRA", id="train"):
                 gr.Markdown("LoRA training arrives here in a later version.")
 
-        def send_fields(text: str) -> list:
-            values = fields_from_infotext(text)
-            known = {e.name for e in engine.registry.checkpoints()}
-            values[0] = values[0] if values[0] in known else gr.update()  # keep the pick if the model is absent
-            return values
-
-        for button, settings, tab_id in ((to_txt2img, txt2img_settings, "txt2img"),
-                                         (to_img2img, img2img_settings, "img2img")):
-            button.click(send_fields, info_text, settings.as_list(), api_name=False, queue=False).then(
+        for button, target, tab_id in ((to_txt2img, txt2img, "txt2img"), (to_img2img, img2img, "img2img")):
+            button.click(lambda text: settings_values(engine, text), info_text, target.settings.as_list(),
+                         api_name=False, queue=False).then(
                 lambda tab_id=tab_id: gr.Tabs(selected=tab_id), None, tabs, api_name=False, queue=False)
+        wire_send_to(engine, tabs, {"txt2img": txt2img, "img2img": img2img, "inpaint": inpaint}, img2img, inpaint)
     return blocks
 
 
@@ -55,7 +74,9 @@ def _model_note(engine: Engine) -> str:
     return f"Default model: **{entry.title}**"
 
 
-def launch_ui(engine: Engine, host: str = "127.0.0.1", port: int = 7860, **launch_kwargs: object) -> None:
+def launch_ui(engine: Engine, options: ServeOptions, **extra: object) -> None:
+    """Build and serve the UI. Call ``app.serving.use_cache_under`` first so uploads land in outputs/."""
     blocks = build_ui(engine)
     blocks.queue(default_concurrency_limit=None)
-    blocks.launch(server_name=host, server_port=port, css=CSS, **launch_kwargs)
+    kwargs = launch_kwargs(options, engine.config.outputs_dir, engine.config.models_dir)
+    blocks.launch(css=CSS, head=HEAD, **kwargs, **extra)  # type: ignore[arg-type]

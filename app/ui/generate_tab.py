@@ -10,10 +10,14 @@ from typing import Any
 import gradio as gr
 
 from app.engine import Engine, GenerationRequest
+from app.engine.infotext import parse_infotext
 from app.engine.samplers import SAMPLER_NAMES, SCHEDULE_TYPES
 from app.ui.progress import progress_html
 
 log = logging.getLogger(__name__)
+
+AUTOMATIC_VAE = "Automatic"
+RANDOM_SEED = -1
 
 
 def owner_of(request: gr.Request | None) -> str:
@@ -25,9 +29,10 @@ def owner_of(request: gr.Request | None) -> str:
 
 @dataclass
 class SettingsControls:
-    """The controls every generate tab has, in the order handlers receive them."""
+    """The controls every generate tab has, in the order handlers (and API clients) pass them."""
 
     model: gr.Dropdown
+    vae: gr.Dropdown
     prompt: gr.Textbox
     negative_prompt: gr.Textbox
     sampler: gr.Dropdown
@@ -44,43 +49,72 @@ class SettingsControls:
         return list(self.__dict__.values())
 
 
-def request_fields(model: str | None, prompt: str, negative_prompt: str, sampler: str, schedule_type: str,
-                   steps: float, cfg_scale: float, width: float, height: float, seed: float | None,
-                   batch_count: float, batch_size: float) -> dict[str, Any]:
+@dataclass
+class SettingsButtons:
+    """Buttons beside the settings that are not inputs of a job."""
+
+    refresh: gr.Button
+    random_seed: gr.Button
+    reuse_seed: gr.Button
+
+
+def request_fields(model: str | None, vae: str | None, prompt: str, negative_prompt: str, sampler: str,
+                   schedule_type: str, steps: float, cfg_scale: float, width: float, height: float,
+                   seed: float | None, batch_count: float, batch_size: float) -> dict[str, Any]:
     """Request fields from the SettingsControls values (in their order); sliders arrive as floats."""
     return dict(
-        model=model or None, prompt=prompt or "", negative_prompt=negative_prompt or "", sampler=sampler,
-        schedule_type=schedule_type, steps=int(steps), cfg_scale=float(cfg_scale), width=int(width),
-        height=int(height), seed=int(seed if seed is not None else -1), batch_count=int(batch_count),
+        model=model or None, vae=None if vae in (None, "", AUTOMATIC_VAE) else vae, prompt=prompt or "",
+        negative_prompt=negative_prompt or "", sampler=sampler, schedule_type=schedule_type, steps=int(steps),
+        cfg_scale=float(cfg_scale), width=int(width), height=int(height),
+        seed=int(seed if seed is not None else RANDOM_SEED), batch_count=int(batch_count),
         batch_size=int(batch_size),
     )
 
 
-def settings_controls(engine: Engine, tab: str) -> SettingsControls:
+def model_choices(engine: Engine) -> tuple[list[str], list[str]]:
+    """(checkpoint names, VAE choices) as the pickers list them; the folders are read again each call."""
+    checkpoints = [e.name for e in engine.registry.checkpoints()]
+    return checkpoints, [AUTOMATIC_VAE, *(e.name for e in engine.registry.vaes())]
+
+
+def settings_controls(engine: Engine, tab: str) -> tuple[SettingsControls, SettingsButtons]:
     """Build the settings column (inside the caller's layout)."""
     card = _default_card(engine)
-    names = [e.name for e in engine.registry.checkpoints()]
-    model = gr.Dropdown(names, value=engine.config.default_model, label="Checkpoint", elem_id=f"{tab}_model")
-    prompt = gr.Textbox(label="Prompt", lines=3, placeholder="Prompt (Ctrl+Enter to generate)", elem_id=f"{tab}_prompt")
+    checkpoints, vaes = model_choices(engine)
+    with gr.Row(equal_height=True):
+        model = gr.Dropdown(checkpoints, value=engine.config.default_model, label="Checkpoint", scale=4,
+                            allow_custom_value=True, elem_id=f"{tab}_model")
+        vae = gr.Dropdown(vaes, value=AUTOMATIC_VAE, label="VAE", scale=3, allow_custom_value=True,
+                          elem_id=f"{tab}_vae")  # custom values: API clients may name files added since start
+        refresh = gr.Button("🔄", scale=0, min_width=48, elem_id=f"{tab}_refresh", elem_classes="ls-tool")
+    prompt = gr.Textbox(label="Prompt", lines=3, placeholder="Prompt (Ctrl+Enter to generate)",
+                        elem_id=f"{tab}_prompt")
     negative = gr.Textbox(label="Negative prompt", lines=2, elem_id=f"{tab}_negative")
     with gr.Row():
         sampler = gr.Dropdown(list(SAMPLER_NAMES), value="Euler a", label="Sampling method")
         schedule = gr.Dropdown(list(SCHEDULE_TYPES), value="Automatic", label="Schedule type")
-    steps = gr.Slider(1, 150, value=card.get("default_steps", 20), step=1, label="Sampling steps")
+    steps = gr.Slider(1, 150, value=card.get("default_steps", 20), step=1, label="Sampling steps",
+                      elem_id=f"{tab}_steps")
     with gr.Row():
-        width = gr.Slider(64, 2048, value=card.get("default_width", 512), step=8, label="Width")
-        height = gr.Slider(64, 2048, value=card.get("default_height", 512), step=8, label="Height")
+        width = gr.Slider(64, 2048, value=card.get("default_width", 512), step=8, label="Width",
+                          elem_id=f"{tab}_width")
+        height = gr.Slider(64, 2048, value=card.get("default_height", 512), step=8, label="Height",
+                           elem_id=f"{tab}_height")
     with gr.Row():
         batch_count = gr.Slider(1, 100, value=1, step=1, label="Batch count")
         batch_size = gr.Slider(1, 8, value=1, step=1, label="Batch size")
-    cfg = gr.Slider(1, 30, value=7, step=0.5, label="CFG Scale")
-    seed = gr.Number(value=-1, precision=0, label="Seed (-1 = random)", elem_id=f"{tab}_seed")
-    return SettingsControls(model, prompt, negative, sampler, schedule, steps, cfg, width, height, seed,
-                            batch_count, batch_size)
+    cfg = gr.Slider(1, 30, value=card.get("default_cfg_scale", 7), step=0.5, label="CFG Scale")
+    with gr.Row(equal_height=True):
+        seed = gr.Number(value=RANDOM_SEED, precision=0, label="Seed (-1 = random)", scale=4, elem_id=f"{tab}_seed")
+        random_seed = gr.Button("🎲", scale=0, min_width=48, elem_id=f"{tab}_random_seed", elem_classes="ls-tool")
+        reuse_seed = gr.Button("♻️", scale=0, min_width=48, elem_id=f"{tab}_reuse_seed", elem_classes="ls-tool")
+    controls = SettingsControls(model, vae, prompt, negative, sampler, schedule, steps, cfg, width, height, seed,
+                                batch_count, batch_size)
+    return controls, SettingsButtons(refresh, random_seed, reuse_seed)
 
 
-def stream_job(engine: Engine, request: GenerationRequest, owner: str) -> Iterator[tuple[Any, Any, Any, Any]]:
-    """Submit and yield (gallery, preview, progress html, info) as the job advances."""
+def stream_job(engine: Engine, request: GenerationRequest, owner: str) -> Iterator[tuple[Any, ...]]:
+    """Submit and yield OutputControls.stream_outputs() values as the job advances."""
     try:
         job = engine.submit(request, owner=owner)
     except ValueError as exc:
@@ -91,14 +125,15 @@ def stream_job(engine: Engine, request: GenerationRequest, owner: str) -> Iterat
             result = event.result
             assert result is not None
             gallery = [(str(p), None) for p in result.paths] if result.paths else result.images
-            yield gallery, gr.update(visible=False), progress_html(event), result.infotexts[0] if result.infotexts else ""
+            first_info = result.infotexts[0] if result.infotexts else ""
+            yield gallery, gr.update(visible=False), progress_html(event), first_info, list(result.infotexts), 0
         elif event.phase == "failed":
             raise gr.Error(event.message)
         elif event.phase == "cancelled":
-            yield gr.update(), gr.update(visible=False), progress_html(event), ""
+            yield gr.update(), gr.update(visible=False), progress_html(event), gr.update(), gr.update(), gr.update()
         else:
             preview = gr.update(value=event.preview, visible=True) if event.preview is not None else gr.update()
-            yield gr.update(), preview, progress_html(event), gr.update()
+            yield gr.update(), preview, progress_html(event), gr.update(), gr.update(), gr.update()
 
 
 def interrupt(engine: Engine) -> Callable[[gr.Request], str]:
@@ -117,7 +152,7 @@ def _default_card(engine: Engine) -> dict:
 
 @dataclass
 class OutputControls:
-    """The right-hand column of a generate tab."""
+    """The right-hand column of a generate tab. ``infotexts`` and ``selected`` are per-session state."""
 
     generate: gr.Button
     interrupt: gr.Button
@@ -126,27 +161,85 @@ class OutputControls:
     gallery: gr.Gallery
     info: gr.Textbox
     status: gr.Markdown
+    infotexts: gr.State
+    selected: gr.State
+    send_to_img2img: gr.Button
+    send_to_inpaint: gr.Button
 
     def stream_outputs(self) -> list[gr.components.Component]:
-        return [self.gallery, self.preview, self.progress, self.info]
+        return [self.gallery, self.preview, self.progress, self.info, self.infotexts, self.selected]
 
 
 def output_controls(tab: str) -> OutputControls:
     with gr.Row():
         generate = gr.Button("Generate", variant="primary", elem_id=f"{tab}_generate")
         stop = gr.Button("Interrupt", elem_id=f"{tab}_interrupt")
-    progress = gr.HTML(elem_id=f"{tab}_progress")
+    progress = gr.HTML(label="Progress", elem_id=f"{tab}_progress")
     preview = gr.Image(label="Preview", visible=False, interactive=False, elem_id=f"{tab}_preview")
-    gallery = gr.Gallery(label="Output", columns=2, format="png", elem_id=f"{tab}_gallery")
+    gallery = gr.Gallery(label="Output", columns=2, format="png", elem_id=f"{tab}_gallery", interactive=False,
+                         buttons=["download", "download_all", "fullscreen"])
+    with gr.Row():
+        send_img2img = gr.Button("Send to img2img", size="sm", elem_id=f"{tab}_send_to_img2img")
+        send_inpaint = gr.Button("Send to inpaint", size="sm", elem_id=f"{tab}_send_to_inpaint")
     info = gr.Textbox(label="Generation parameters", lines=3, interactive=False, elem_id=f"{tab}_info")
     status = gr.Markdown(elem_id=f"{tab}_status")
-    return OutputControls(generate, stop, progress, preview, gallery, info, status)
+    return OutputControls(generate, stop, progress, preview, gallery, info, status, gr.State([]), gr.State(0),
+                          send_img2img, send_inpaint)
 
 
-def wire_generate(engine: Engine, tab: str, settings: SettingsControls, outputs: OutputControls,
-                  handler: Callable[..., Iterator[Any]], extra_inputs: list[gr.components.Component]) -> None:
-    """Generate button, Ctrl+Enter in the prompt, and Interrupt."""
+def selected_infotext(infotexts: list[str] | None, selected: int | None) -> str | None:
+    """The parameters of the selected result, or None when there is no result."""
+    if not infotexts:
+        return None
+    return infotexts[min(max(selected or 0, 0), len(infotexts) - 1)]
+
+
+def seed_of(infotext: str | None) -> int | None:
+    """The seed an infotext records, or None."""
+    if not infotext:
+        return None
+    try:
+        return int(parse_infotext(infotext).get("Seed", ""))
+    except ValueError:
+        return None
+
+
+def wire_generate(engine: Engine, tab: str, settings: SettingsControls, buttons: SettingsButtons,
+                  outputs: OutputControls, handler: Callable[..., Iterator[Any]],
+                  extra_inputs: list[gr.components.Component]) -> None:
+    """Generate (button, Shift+Enter; Ctrl+Enter is a page script), Interrupt, seeds, refresh, selection."""
     inputs = settings.as_list() + extra_inputs
     outputs.generate.click(handler, inputs, outputs.stream_outputs(), api_name=tab, concurrency_limit=None)
     settings.prompt.submit(handler, inputs, outputs.stream_outputs(), api_name=False, concurrency_limit=None)
     outputs.interrupt.click(interrupt(engine), None, outputs.status, api_name=False, queue=False)
+
+    def on_select(infotexts: list[str], event: gr.SelectData) -> tuple[Any, int]:
+        text = selected_infotext(infotexts, event.index)
+        return (text if text is not None else gr.update()), int(event.index)
+
+    outputs.gallery.select(on_select, outputs.infotexts, [outputs.info, outputs.selected], api_name=False,
+                           queue=False)
+
+    def reuse(infotexts: list[str], selected: int) -> Any:
+        seed = seed_of(selected_infotext(infotexts, selected))
+        return seed if seed is not None else gr.update()
+
+    buttons.reuse_seed.click(reuse, [outputs.infotexts, outputs.selected], settings.seed, api_name=False, queue=False)
+    buttons.random_seed.click(lambda: RANDOM_SEED, None, settings.seed, api_name=False, queue=False)
+
+    def refresh(model: str | None, vae: str | None) -> tuple[gr.Dropdown, gr.Dropdown]:
+        checkpoints, vaes = model_choices(engine)
+        return (gr.Dropdown(choices=checkpoints, value=model if model in checkpoints else engine.config.default_model),
+                gr.Dropdown(choices=vaes, value=vae if vae in vaes else AUTOMATIC_VAE))
+
+    buttons.refresh.click(refresh, [settings.model, settings.vae], [settings.model, settings.vae], api_name=False,
+                          queue=False)
+
+
+@dataclass
+class GenerateTab:
+    """What build_ui needs of a generate tab to wire "send to" between tabs."""
+
+    settings: SettingsControls
+    outputs: OutputControls
+    source_image: gr.components.Component | None = None  # the picture an img2img/inpaint job starts from

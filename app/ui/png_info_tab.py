@@ -7,6 +7,7 @@ from PIL import Image
 
 from app.engine.infotext import parse_infotext, request_from_infotext
 from app.engine.outputs import read_parameters
+from app.ui.generate_tab import AUTOMATIC_VAE
 
 
 def read_png_info(image: Image.Image | None) -> tuple[str, dict]:
@@ -24,7 +25,7 @@ def fields_from_infotext(text: str) -> list:
     if not text or "\n" not in text and ":" not in text:
         raise gr.Error("Drop a PNG with generation parameters first.")
     request = request_from_infotext(text)
-    return [request.model, request.prompt, request.negative_prompt, request.sampler, request.schedule_type,
+    return [request.model, request.vae or AUTOMATIC_VAE, request.prompt, request.negative_prompt, request.sampler, request.schedule_type,
             request.steps, request.cfg_scale, request.width, request.height, request.seed,
             request.batch_count, request.batch_size]
 

@@ -1,0 +1,61 @@
+"""Moving a picture and its parameters between tabs: PNG info -> txt2img/img2img, results -> img2img/inpaint."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+from PIL import Image
+
+from app.engine import Engine
+from app.ui.generate_tab import AUTOMATIC_VAE, GenerateTab, model_choices, selected_infotext
+from app.ui.png_info_tab import fields_from_infotext
+
+
+def settings_values(engine: Engine, infotext: str) -> list[Any]:
+    """SettingsControls values from an infotext; a model or VAE this machine lacks keeps the current pick."""
+    values = fields_from_infotext(infotext)
+    checkpoints, vaes = model_choices(engine)
+    if values[0] not in checkpoints:
+        values[0] = gr.update()
+    if values[1] not in vaes:
+        values[1] = gr.update() if values[1] != AUTOMATIC_VAE else AUTOMATIC_VAE
+    return values
+
+
+def selected_picture(gallery: list | None, selected: int | None) -> Image.Image:
+    """The selected gallery image as RGB; a readable error when the gallery is empty."""
+    if not gallery:
+        raise gr.Error("Nothing to send yet: generate an image first.")
+    index = min(max(selected or 0, 0), len(gallery) - 1)
+    item = gallery[index]
+    path = item[0] if isinstance(item, (tuple, list)) else item
+    with Image.open(path) as image:
+        return image.convert("RGB")
+
+
+def editor_value(picture: Image.Image) -> dict[str, Any]:
+    """An ImageEditor value holding ``picture`` with nothing painted yet."""
+    return {"background": picture, "layers": [], "composite": picture}
+
+
+def wire_send_to(engine: Engine, tabs: gr.Tabs, sources: dict[str, GenerateTab], img2img: GenerateTab,
+                 inpaint: GenerateTab) -> None:
+    """Each generate tab's "Send to img2img / inpaint" buttons carry the selected result and its parameters."""
+    targets = (("img2img", img2img, lambda picture: picture),
+               ("inpaint", inpaint, editor_value))
+    for source in sources.values():
+        out = source.outputs
+        for tab_id, target, wrap in targets:
+            assert target.source_image is not None
+            button = out.send_to_img2img if tab_id == "img2img" else out.send_to_inpaint
+
+            def send(gallery: list | None, infotexts: list[str], selected: int, wrap=wrap, tab_id=tab_id,
+                     target=target) -> list:
+                picture = selected_picture(gallery, selected)
+                text = selected_infotext(infotexts, selected)
+                values = settings_values(engine, text) if text else [gr.update()] * len(target.settings.as_list())
+                return [wrap(picture), *values, gr.Tabs(selected=tab_id)]
+
+            button.click(send, [out.gallery, out.infotexts, out.selected],
+                         [target.source_image, *target.settings.as_list(), tabs], api_name=False, queue=False)

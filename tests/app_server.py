@@ -1,0 +1,72 @@
+"""Start the real app (``launch.py``) in a subprocess for API and browser tests, and stop it."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+@dataclass
+class RunningApp:
+    url: str
+    models_dir: Path
+    outputs_dir: Path
+    process: subprocess.Popen
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_app(workdir: Path, *args: str, timeout: float = 180.0) -> RunningApp:
+    """``launch.py --models-dir workdir/models --outputs-dir workdir/outputs *args`` on a free port.
+
+    With no ``--model`` it writes and serves the placeholder model (64x64, few steps), exactly
+    what a first start does.
+    """
+    models, outputs = workdir / "models", workdir / "outputs"
+    port = free_port()
+    log_path = workdir / f"app-{port}.log"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, str(ROOT / "launch.py"), "--models-dir", str(models), "--outputs-dir", str(outputs),
+               "--port", str(port), "--device", "cpu", *args]
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen(command, cwd=workdir, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+    app = RunningApp(f"http://127.0.0.1:{port}", models, outputs, process, log_path)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the app exited with {process.returncode}:\n{app.log()}")
+        try:
+            with urllib.request.urlopen(app.url + "/", timeout=5) as response:
+                if response.status == 200:
+                    return app
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.5)
+    app.stop()
+    raise RuntimeError(f"the app did not answer within {timeout:.0f} s:\n{app.log()}")

@@ -1,0 +1,152 @@
+"""The launched app driven as a client would: gradio_client on every api_name, and what the server
+lets a browser fetch or upload. The app runs as ``launch.py`` would start it, on the placeholder model."""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from app.engine.outputs import read_parameters
+from app_server import RunningApp, start_app
+
+MODEL = "tiny-random-sd1"
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory: pytest.TempPathFactory):
+    running = start_app(tmp_path_factory.mktemp("app"), "--max-upload-mb", "1")
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def client(app: RunningApp):
+    from gradio_client import Client
+
+    return Client(app.url, verbose=False)
+
+
+def settings(prompt: str, seed: int = 7, steps: int = 4, vae: str = "Automatic") -> list:
+    """The 13 shared arguments, in the README's order."""
+    return [MODEL, vae, prompt, "", "Euler a", "Automatic", steps, 7, 64, 64, seed, 1, 1]
+
+
+def gallery_paths(result: tuple) -> list[Path]:
+    return [Path(item["image"]) for item in result[0]]
+
+
+def saved_pngs(app: RunningApp, folder: str) -> list[Path]:
+    return sorted((app.outputs_dir / folder).rglob("*.png"))
+
+
+def test_txt2img_returns_the_saved_image_with_its_parameters(app: RunningApp, client) -> None:
+    before = saved_pngs(app, "txt2img-images")
+    result = client.predict(*settings("a red circle", seed=123), api_name="/txt2img")
+    (path,) = gallery_paths(result)
+    info = result[3]
+    assert info.startswith("a red circle\nSteps: 4, Sampler: Euler a") and "Seed: 123" in info
+    assert f"Model: {MODEL}" in info and "Size: 64x64" in info
+    new = [p for p in saved_pngs(app, "txt2img-images") if p not in before]
+    assert len(new) == 1 and new[0].name.endswith("-123.png")
+    with Image.open(path) as served, Image.open(new[0]) as saved:
+        assert served.size == (64, 64)
+        assert np.array_equal(np.asarray(served.convert("RGB")), np.asarray(saved.convert("RGB")))
+        assert read_parameters(saved) == info
+    again = client.predict(*settings("a red circle", seed=123), api_name="/txt2img")
+    with Image.open(gallery_paths(again)[0]) as repeat, Image.open(path) as first:
+        assert np.array_equal(np.asarray(repeat), np.asarray(first))  # same seed, same pixels
+
+
+def test_img2img_and_inpaint_through_the_api(app: RunningApp, client, tmp_path: Path) -> None:
+    from gradio_client import handle_file
+
+    rng = np.random.default_rng(0)
+    picture = tmp_path / "in.png"
+    Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(picture)
+    result = client.predict(*settings("a blue square"), handle_file(str(picture)), 0.5, "Just resize",
+                            api_name="/img2img")
+    assert "Denoising strength: 0.5" in result[3] and len(gallery_paths(result)) == 1
+
+    mask = np.zeros((64, 64), dtype=np.uint8)
+    mask[8:24, 8:40] = 255
+    mask_file = tmp_path / "mask.png"
+    Image.fromarray(mask, mode="L").save(mask_file)
+    editor = {"background": handle_file(str(picture)), "layers": [], "composite": None, "id": None}
+    result = client.predict(*settings("a green triangle"), editor, handle_file(str(mask_file)), 4, 32, "original",
+                            "Whole picture", 0.9, api_name="/inpaint")
+    with Image.open(gallery_paths(result)[0]) as out:
+        after = np.asarray(out.convert("RGB")).astype(int)
+    before = np.asarray(Image.open(picture).convert("RGB")).astype(int)
+    far = np.ones((64, 64), dtype=bool)
+    far[0:36, 0:52] = False  # the mask grown by more than its blur
+    assert np.array_equal(after[far], before[far])
+    assert np.abs(after[8:24, 8:40] - before[8:24, 8:40]).mean() > 10
+
+
+def test_png_info_reads_what_txt2img_wrote(app: RunningApp, client) -> None:
+    from gradio_client import handle_file
+
+    client.predict(*settings("png info check", seed=5), api_name="/txt2img")
+    path = saved_pngs(app, "txt2img-images")[-1]
+    text, fields = client.predict(handle_file(str(path)), api_name="/png_info")
+    assert text.startswith("png info check\n") and fields["Seed"] == "5" and fields["Model"] == MODEL
+
+
+def test_a_vae_added_while_running_is_used_by_name(app: RunningApp, client) -> None:
+    import shutil
+
+    vae_dir = app.models_dir / "VAE" / "my-vae"
+    shutil.copytree(app.models_dir / "Stable-diffusion" / MODEL / "vae", vae_dir)
+    result = client.predict(*settings("with a vae", vae="my-vae"), api_name="/txt2img")
+    assert "VAE: my-vae" in result[3] and "VAE hash: " in result[3]
+
+
+def test_bad_requests_are_readable_errors_and_the_app_keeps_working(client) -> None:
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match="No checkpoint called 'nope'"):
+        client.predict(*(["nope"] + settings("x")[1:]), api_name="/txt2img")
+    with pytest.raises(AppError, match="needs an input image"):
+        client.predict(*settings("x"), None, 0.5, "Just resize", api_name="/img2img")
+    assert len(gallery_paths(client.predict(*settings("still fine"), api_name="/txt2img"))) == 1
+
+
+def _status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_files_are_served_from_outputs_only(app: RunningApp, client) -> None:
+    client.predict(*settings("served"), api_name="/txt2img")
+    output = saved_pngs(app, "txt2img-images")[-1]
+    weights = next((app.models_dir / "Stable-diffusion" / MODEL / "unet").glob("*.safetensors"))
+    assert _status(f"{app.url}/gradio_api/file={output}") == 200
+    assert _status(f"{app.url}/gradio_api/file={weights}") == 403
+    assert _status(f"{app.url}/gradio_api/file={app.models_dir / 'Stable-diffusion' / MODEL / 'model_index.json'}") == 403
+    assert _status(f"{app.url}/gradio_api/file=/etc/hostname") == 403
+    assert _status(f"{app.url}/gradio_api/file={app.log_path}") == 403
+    cache = app.outputs_dir / ".gradio-cache"
+    assert any(cache.rglob("*.png")), "uploads and results are cached under outputs/"
+
+
+def test_uploads_over_the_limit_are_refused(app: RunningApp, tmp_path: Path) -> None:
+    import httpx
+
+    big = tmp_path / "big.png"
+    big.write_bytes(b"\x89PNG" + bytes(2 * 1024 * 1024))
+    small = tmp_path / "small.png"
+    Image.new("RGB", (8, 8)).save(small)
+    with httpx.Client(timeout=30) as http:
+        refused = http.post(f"{app.url}/gradio_api/upload", files={"files": big.open("rb")})
+        accepted = http.post(f"{app.url}/gradio_api/upload", files={"files": small.open("rb")})
+    assert refused.status_code == 413 and "1" in refused.text
+    assert accepted.status_code == 200
+    assert Path(accepted.json()[0]).resolve().is_relative_to((app.outputs_dir / ".gradio-cache").resolve())
