@@ -86,7 +86,7 @@ def settings_controls(engine: Engine, tab: str) -> tuple[SettingsControls, Setti
                             allow_custom_value=True, elem_id=f"{tab}_model")
         vae = gr.Dropdown(vaes, value=AUTOMATIC_VAE, label="VAE", scale=3, allow_custom_value=True,
                           elem_id=f"{tab}_vae")  # custom values: API clients may name files added since start
-        refresh = gr.Button("🔄", scale=0, min_width=48, elem_id=f"{tab}_refresh", elem_classes="ls-tool")
+        refresh = gr.Button("Refresh", scale=0, min_width=80, elem_id=f"{tab}_refresh", elem_classes="ls-tool")
     prompt = gr.Textbox(label="Prompt", lines=3, placeholder="Prompt (Ctrl+Enter to generate)",
                         elem_id=f"{tab}_prompt")
     negative = gr.Textbox(label="Negative prompt", lines=2, elem_id=f"{tab}_negative")
@@ -106,8 +106,8 @@ def settings_controls(engine: Engine, tab: str) -> tuple[SettingsControls, Setti
     cfg = gr.Slider(1, 30, value=card.get("default_cfg_scale", 7), step=0.5, label="CFG Scale")
     with gr.Row(equal_height=True):
         seed = gr.Number(value=RANDOM_SEED, precision=0, label="Seed (-1 = random)", scale=4, elem_id=f"{tab}_seed")
-        random_seed = gr.Button("🎲", scale=0, min_width=48, elem_id=f"{tab}_random_seed", elem_classes="ls-tool")
-        reuse_seed = gr.Button("♻️", scale=0, min_width=48, elem_id=f"{tab}_reuse_seed", elem_classes="ls-tool")
+        random_seed = gr.Button("Random", scale=0, min_width=80, elem_id=f"{tab}_random_seed", elem_classes="ls-tool")
+        reuse_seed = gr.Button("Reuse", scale=0, min_width=80, elem_id=f"{tab}_reuse_seed", elem_classes="ls-tool")
     controls = SettingsControls(model, vae, prompt, negative, sampler, schedule, steps, cfg, width, height, seed,
                                 batch_count, batch_size)
     return controls, SettingsButtons(refresh, random_seed, reuse_seed)
@@ -207,7 +207,7 @@ def seed_of(infotext: str | None) -> int | None:
 def wire_generate(engine: Engine, tab: str, settings: SettingsControls, buttons: SettingsButtons,
                   outputs: OutputControls, handler: Callable[..., Iterator[Any]],
                   extra_inputs: list[gr.components.Component]) -> None:
-    """Generate (button, Shift+Enter; Ctrl+Enter is a page script), Interrupt, seeds, refresh, selection."""
+    """Generate (button, the prompt box's submit; Ctrl+Enter is a page script), Interrupt, seeds, refresh, selection."""
     inputs = settings.as_list() + extra_inputs
     outputs.generate.click(handler, inputs, outputs.stream_outputs(), api_name=tab, concurrency_limit=None)
     settings.prompt.submit(handler, inputs, outputs.stream_outputs(), api_name=False, concurrency_limit=None)

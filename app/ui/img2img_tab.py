@@ -21,7 +21,7 @@ from app.ui.generate_tab import (
 def build_img2img_tab(engine: Engine) -> GenerateTab:
     with gr.Row():
         with gr.Column(scale=1):
-            image = gr.Image(label="Image", type="pil", sources=["upload", "clipboard"], elem_id="img2img_image")
+            image = gr.Image(label="Image", type="pil", sources=["upload", "clipboard"], height=360, elem_id="img2img_image")
             with gr.Row():
                 strength = gr.Slider(0.0, 1.0, value=0.75, step=0.01, label="Denoising strength")
                 resize_mode = gr.Radio(list(RESIZE_MODES), value=RESIZE_MODES[0], label="Resize mode")

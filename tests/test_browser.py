@@ -1,0 +1,223 @@
+"""A person in a real browser: Playwright drives Debian's Chromium against the launched app.
+
+Screenshots land in test-artifacts/browser/ (git-ignored) for a person to look at.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from app.bootstrap import CHROMIUM
+from app_server import ARTIFACTS, RunningApp, start_app
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+if not CHROMIUM.exists():
+    pytest.skip(f"{CHROMIUM} is missing (run_tests.py installs it with apt-get on Debian as root)",
+                allow_module_level=True)
+
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                  "--no-first-run"]
+SHOTS = ARTIFACTS / "browser"
+VIEWPORT = {"width": 1400, "height": 1000}
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningApp]:
+    running = start_app(tmp_path_factory.mktemp("browser-app"))
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with playwright_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS, headless=True)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser, app: RunningApp) -> Iterator:
+    context = browser.new_context(viewport=VIEWPORT)
+    page = context.new_page()
+    page.goto(app.url)
+    page.wait_for_selector("#txt2img_generate")
+    yield page
+    context.close()
+
+
+def set_number(page, elem_id: str, value: int) -> None:
+    """Type into the number box of a slider (as a person would) and leave it."""
+    box = page.locator(f"#{elem_id} input[type=number]")
+    box.fill(str(value))
+    box.press("Tab")
+
+
+def wait_for_text(page, selector: str, text: str, timeout: float = 60_000) -> None:
+    page.wait_for_function(
+        "([sel, text]) => { const el = document.querySelector(sel); return !!el && el.innerText.includes(text); }",
+        arg=[selector, text], timeout=timeout)
+
+
+def gallery_image(page, tab: str) -> np.ndarray:
+    """The first image of a tab's gallery, fetched over HTTP within the page's session."""
+    page.wait_for_selector(f"#{tab}_gallery img", timeout=60_000)
+    source = page.locator(f"#{tab}_gallery img").first.get_attribute("src")
+    body = page.request.get(source).body()
+    return np.asarray(Image.open(io.BytesIO(body)).convert("RGB")).astype(int)
+
+
+def saved(app: RunningApp, folder: str) -> list[Path]:
+    return sorted((app.outputs_dir / folder).rglob("*.png"))
+
+
+def test_txt2img_with_ctrl_enter_shows_progress_then_the_image(page, app: RunningApp) -> None:
+    before = saved(app, "txt2img-images")
+    page.fill("#txt2img_prompt textarea", "a red circle on a blue background")
+    set_number(page, "txt2img_steps", 30)
+    page.locator("#txt2img_prompt textarea").press("Control+Enter")
+    wait_for_text(page, "#txt2img_progress", "Step")
+    assert re.search(r"Step \d+/30", page.inner_text("#txt2img_progress"))
+    page.screenshot(path=str(SHOTS / "txt2img-running.png"))
+    image = gallery_image(page, "txt2img")
+    wait_for_text(page, "#txt2img_progress", "Done")
+    page.screenshot(path=str(SHOTS / "txt2img-done.png"))
+    info = page.input_value("#txt2img_info textarea")
+    assert info.startswith("a red circle on a blue background\nSteps: 30,")
+    assert image.shape == (64, 64, 3) and image.std() > 5  # a picture, not a blank
+    new = [p for p in saved(app, "txt2img-images") if p not in before]
+    assert len(new) == 1
+    assert np.array_equal(np.asarray(Image.open(new[0]).convert("RGB")).astype(int), image)
+
+    seed = re.search(r"Seed: (\d+)", info).group(1)
+    page.click("#txt2img_reuse_seed")
+    page.wait_for_function("(s) => document.querySelector('#txt2img_seed input').value === s", arg=seed)
+    page.click("#txt2img_random_seed")
+    page.wait_for_function("() => document.querySelector('#txt2img_seed input').value === '-1'")
+
+    page.click("#txt2img_send_to_img2img")
+    page.wait_for_selector("#img2img_image img", timeout=10_000)
+    assert page.input_value("#img2img_prompt textarea") == "a red circle on a blue background"
+    assert page.locator("#img2img_seed input").input_value() == seed
+    page.screenshot(path=str(SHOTS / "sent-to-img2img.png"))
+
+    page.get_by_role("tab", name="txt2img").click()
+    page.click("#txt2img_send_to_inpaint")
+    page.wait_for_function("() => document.querySelector('#inpaint_prompt textarea').value.includes('red circle')",
+                           timeout=10_000)
+    page.wait_for_timeout(1500)
+    page.screenshot(path=str(SHOTS / "sent-to-inpaint.png"))
+    page.locator("#inpaint_editor canvas").first.wait_for(state="visible", timeout=10_000)
+
+
+def test_paint_a_mask_by_dragging_and_inpaint_only_there(page, app: RunningApp, tmp_path: Path) -> None:
+    rows, cols = np.mgrid[0:64, 0:64]
+    gradient = np.stack([cols * 4, rows * 4, (rows + cols) * 2], -1).astype(np.uint8)
+    picture = tmp_path / "gradient.png"
+    Image.fromarray(gradient).save(picture)
+
+    page.get_by_role("tab", name="Inpaint").click()
+    page.locator("#inpaint_editor input[type=file]").set_input_files(str(picture))
+    canvas = page.locator("#inpaint_editor canvas").first
+    canvas.wait_for()
+    page.wait_for_timeout(1000)  # the editor fits the picture to the canvas
+    box = canvas.bounding_box()
+    centre_x, centre_y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    side = min(box["width"], box["height"]) * 0.8  # the picture is fitted, centred, inside this square
+    stroke_y = centre_y - side * 0.35  # near the top edge of the picture
+    page.mouse.move(centre_x - side * 0.45, stroke_y)
+    page.mouse.down()
+    for i in range(1, 21):
+        page.mouse.move(centre_x - side * 0.45 + side * 0.9 * i / 20, stroke_y)
+    page.mouse.up()
+    page.screenshot(path=str(SHOTS / "inpaint-painted.png"))
+    page.click("#inpaint_generate")
+    result = gallery_image(page, "inpaint")
+    page.screenshot(path=str(SHOTS / "inpaint-done.png"))
+
+    changed_rows = np.nonzero((np.abs(result - gradient.astype(int)).sum(-1) > 0).any(axis=1))[0]
+    assert changed_rows.size > 0 and changed_rows.min() == 0, "the painted band at the top was repainted"
+    assert changed_rows.max() < 56, "the lower part, far from the stroke and its blur, must be untouched"
+    assert np.array_equal(result[changed_rows.max() + 1:], gradient[changed_rows.max() + 1:].astype(int))
+    assert np.abs(result[:4] - gradient[:4].astype(int)).mean() > 20  # really repainted under the stroke
+    assert "Mask blur: 4" in page.input_value("#inpaint_info textarea")
+
+
+def test_interrupt_stops_a_long_job_within_a_step(page, app: RunningApp) -> None:
+    before = saved(app, "txt2img-images")
+    page.fill("#txt2img_prompt textarea", "a long job")
+    set_number(page, "txt2img_steps", 150)
+    page.click("#txt2img_generate")
+    wait_for_text(page, "#txt2img_progress", "Step")
+    page.click("#txt2img_interrupt")
+    wait_for_text(page, "#txt2img_progress", "Interrupted", timeout=15_000)
+    page.screenshot(path=str(SHOTS / "interrupted.png"))
+    assert "Interrupting 1 job" in page.inner_text("#txt2img_status")
+    assert page.locator("#txt2img_gallery img").count() == 0
+    assert saved(app, "txt2img-images") == before  # nothing saved for a cancelled job
+
+
+def test_two_browsers_each_see_only_their_own_work(browser, app: RunningApp) -> None:
+    pages = []
+    for _ in range(2):
+        context = browser.new_context(viewport=VIEWPORT)
+        page = context.new_page()
+        page.goto(app.url)
+        page.wait_for_selector("#txt2img_generate")
+        pages.append(page)
+    alice, bob = pages
+    for page, prompt in ((alice, "alice draws a circle"), (bob, "bob draws a square")):
+        page.fill("#txt2img_prompt textarea", prompt)
+        set_number(page, "txt2img_steps", 40)
+    alice.click("#txt2img_generate")
+    wait_for_text(alice, "#txt2img_progress", "Step")
+    bob.click("#txt2img_generate")
+    wait_for_text(bob, "#txt2img_progress", "Waiting")  # queued behind alice's job, and told so
+    bob.screenshot(path=str(SHOTS / "two-sessions-bob-waiting.png"))
+    for page in pages:
+        gallery_image(page, "txt2img")
+        wait_for_text(page, "#txt2img_progress", "Done")
+    alice_info, bob_info = (p.input_value("#txt2img_info textarea") for p in pages)
+    assert alice_info.startswith("alice draws a circle\n") and "bob" not in alice_info
+    assert bob_info.startswith("bob draws a square\n") and "alice" not in bob_info
+    assert all(p.locator("#txt2img_gallery img").count() == 1 for p in pages)
+    alice.screenshot(path=str(SHOTS / "two-sessions-alice.png"))
+    bob.screenshot(path=str(SHOTS / "two-sessions-bob.png"))
+    for page in pages:
+        page.context.close()
+
+
+def test_login_is_required_with_auth_and_wrong_passwords_are_refused(browser, tmp_path: Path) -> None:
+    protected = start_app(tmp_path, "--auth", "alice:wonderland")
+    try:
+        context = browser.new_context(viewport=VIEWPORT)
+        page = context.new_page()
+        page.goto(protected.url)
+        username = page.get_by_label(re.compile("username", re.I))
+        password = page.get_by_label(re.compile("password", re.I))
+        username.wait_for(timeout=30_000)
+        assert page.locator("#txt2img_generate").count() == 0
+        page.screenshot(path=str(SHOTS / "login.png"))
+        username.fill("alice")
+        password.fill("not-the-password")
+        page.get_by_role("button", name=re.compile("login", re.I)).click()
+        page.get_by_text(re.compile("incorrect credentials", re.I)).wait_for(timeout=10_000)
+        page.screenshot(path=str(SHOTS / "login-refused.png"))
+        assert page.locator("#txt2img_generate").count() == 0
+        username.fill("alice")
+        password.fill("wonderland")
+        page.screenshot(path=str(SHOTS / "login-retry.png"))
+        page.get_by_role("button", name=re.compile("login", re.I)).click()
+        page.wait_for_selector("#txt2img_generate", timeout=30_000)
+        page.screenshot(path=str(SHOTS / "login-accepted.png"))
+        context.close()
+    finally:
+        protected.stop()
