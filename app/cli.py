@@ -58,7 +58,10 @@ def engine_config_from_args(args: argparse.Namespace):
     """Turn parsed flags into an EngineConfig, writing the placeholder model if none is given."""
     from app.engine.config import EngineConfig
     from app.engine.placeholder import ensure_placeholder_model
+    from app.engine.registry import CHECKPOINT_DIR, LORA_DIR, VAE_DIR
 
+    for folder in (CHECKPOINT_DIR, LORA_DIR, VAE_DIR):  # A1111's layout, ready for the user's files
+        (args.models_dir / folder).mkdir(parents=True, exist_ok=True)
     extra: tuple[Path, ...] = ()
     model = args.model
     if model and Path(model).exists():  # a path given by the operator: register it by its file name

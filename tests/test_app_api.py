@@ -106,6 +106,24 @@ def test_a_vae_added_while_running_is_used_by_name(app: RunningApp, client) -> N
     assert "VAE: my-vae" in result[3] and "VAE hash: " in result[3]
 
 
+def test_a_lora_tag_in_the_prompt_is_applied_and_recorded(app: RunningApp, client) -> None:
+    from lora_fixtures import random_layers, write_kohya
+
+    from app.engine.tiny import build_tiny_pipeline
+
+    pipe = build_tiny_pipeline("sd1", seed=0)  # the placeholder's architecture
+    write_kohya(random_layers(pipe, 4, 4.0, seed=3, text_encoder=False), app.models_dir / "Lora" / "api-style.safetensors",
+                "sd1", pipe.unet.config.layers_per_block)
+    plain = client.predict(*settings("a red circle", seed=9), api_name="/txt2img")
+    styled = client.predict(*settings("a red circle <lora:api-style:0.8>", seed=9), api_name="/txt2img")
+    again = client.predict(*settings("a red circle", seed=9), api_name="/txt2img")
+    with Image.open(gallery_paths(plain)[0]) as a, Image.open(gallery_paths(styled)[0]) as b, \
+            Image.open(gallery_paths(again)[0]) as c:
+        base, lora, after = (np.asarray(i.convert("RGB")).astype(int) for i in (a, b, c))
+    assert np.abs(lora - base).mean() > 3 and np.array_equal(after, base)
+    assert styled[3].startswith("a red circle <lora:api-style:0.8>\n") and 'Lora hashes: "api-style: ' in styled[3]
+
+
 def test_bad_requests_are_readable_errors_and_the_app_keeps_working(client) -> None:
     from gradio_client.exceptions import AppError
 

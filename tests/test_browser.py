@@ -195,6 +195,31 @@ def test_two_browsers_each_see_only_their_own_work(browser, app: RunningApp) -> 
         page.context.close()
 
 
+def test_lora_picker_lists_new_files_after_refresh_and_inserts_the_tag(page, app: RunningApp) -> None:
+    from lora_fixtures import random_layers, write_kohya
+
+    from app.engine.tiny import build_tiny_pipeline
+
+    pipe = build_tiny_pipeline("sd1", seed=0)
+    write_kohya(random_layers(pipe, 4, 2.0, seed=8, text_encoder=False), app.models_dir / "Lora" / "shape-style.safetensors",
+                "sd1", pipe.unet.config.layers_per_block, metadata={"ss_base_model_version": "sd_v1",
+                                                                    "modelspec.trigger_phrase": "shapey"})
+    page.fill("#txt2img_prompt textarea", "a red circle")
+    page.click("#txt2img_refresh")
+    page.get_by_text("LoRA", exact=True).first.click()  # open the accordion
+    page.locator("#txt2img_lora input").click()
+    page.get_by_role("option", name="shape-style").click()
+    wait_for_text(page, "#txt2img_lora_info", "shapey", timeout=10_000)
+    assert "SD 1.x" in page.inner_text("#txt2img_lora_info")
+    page.click("#txt2img_lora_add")
+    page.wait_for_function("() => document.querySelector('#txt2img_prompt textarea').value.includes('<lora:')")
+    assert page.input_value("#txt2img_prompt textarea") == "a red circle <lora:shape-style:1>"
+    page.screenshot(path=str(SHOTS / "lora-picker.png"))
+    page.click("#txt2img_generate")
+    gallery_image(page, "txt2img")
+    assert 'Lora hashes: "shape-style: ' in page.input_value("#txt2img_info textarea")
+
+
 def test_login_is_required_with_auth_and_wrong_passwords_are_refused(browser, tmp_path: Path) -> None:
     protected = start_app(tmp_path, "--auth", "alice:wonderland")
     try:

@@ -28,6 +28,7 @@ def test_defaults_write_the_labelled_placeholder_model(tmp_path: Path) -> None:
     folder = tmp_path / "models" / "Stable-diffusion" / PLACEHOLDER_NAME
     assert (folder / "model_index.json").is_file() and (folder / "unet").is_dir()
     assert "random weights" in (folder / "lora_studio.json").read_text()
+    assert (tmp_path / "models" / "Lora").is_dir() and (tmp_path / "models" / "VAE").is_dir()
     assert not any(p.name.startswith(".writing-") for p in folder.parent.iterdir())  # no half-written copy
     assert str(config.resolved_device()) == "cpu" and config.attention == "sdpa" and not config.allow_pickle
 

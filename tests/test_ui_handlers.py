@@ -39,3 +39,12 @@ def test_sending_nothing_is_a_readable_error() -> None:
 
     with pytest.raises(gr.Error):
         fields_from_infotext("")
+
+
+def test_lora_picker_inserts_a_tag_once() -> None:
+    from app.ui.lora_picker import with_tag
+
+    assert with_tag("a cat", "my style", 0.8) == "a cat <lora:my style:0.8>"
+    assert with_tag("", "x", 1.0) == "<lora:x:1>"
+    assert with_tag("a cat <lora:x:1>", "x", 1.0) == "a cat <lora:x:1>"
+    assert with_tag("a cat", None) == "a cat"

@@ -27,6 +27,8 @@ class EngineConfig:
     preview_every: int = 2  # a live preview every N sampling steps; 0 = none
     allow_pickle: bool = False  # load .ckpt/.pt checkpoints (with torch.load(weights_only=True))
     extra_checkpoints: tuple[Path, ...] = field(default_factory=tuple)
+    lora_cache_mb: int = 1024  # LoRA tensors kept in CPU memory, least recently used dropped first
+    max_loaded_loras: int = 8  # adapters kept on each loaded pipeline
 
     def resolved_device(self) -> torch.device:
         if self.device == "auto":

@@ -9,7 +9,7 @@ from app.engine.jobs import Job, JobResult
 from app.engine.manager import ModelManager
 from app.engine.registry import ModelRegistry
 from app.engine.requests import GenerationRequest
-from app.engine.tasks import GenerationSettings, run_generation
+from app.engine.tasks import GenerationSettings, resolve_loras, run_generation
 from app.engine.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -30,8 +30,7 @@ class Engine:
     def submit(self, request: GenerationRequest, owner: str = LOCAL_OWNER) -> Job:
         """Validate and queue a request. Raises ValueError for a bad request (nothing is queued)."""
         request.validate()
-        if request.loras:
-            raise ValueError("LoRAs are not applied by this version of the engine yet; remove them from the request.")
+        resolve_loras(request, self.registry)  # unknown or unusable LoRAs fail now, not in the queue
         if request.model is not None:
             self.registry.find_checkpoint(request.model)  # unknown names fail now, not in the queue
         if request.vae is not None:

@@ -25,6 +25,7 @@ from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
 from safetensors.torch import load_file
 
 from app.engine.config import EngineConfig
+from app.engine.lora_runtime import LoraTensorCache, PipelineAdapters
 from app.engine.registry import ModelEntry, ModelRegistry
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ class LoadedModel:
     txt2img: DiffusionPipeline
     model_hash: str | None
     scheduler_config: dict = field(default_factory=dict)  # as loaded; samplers are built from it
+    adapters: PipelineAdapters | None = None  # LoRAs on this model's modules (shared by every variant)
     _variants: dict[tuple[str, str | None], DiffusionPipeline] = field(default_factory=dict)
 
     @property
@@ -100,6 +102,7 @@ class ModelManager:
         self._models: OrderedDict[ModelKey, LoadedModel] = OrderedDict()
         self._vaes: OrderedDict[tuple[str, str], AutoencoderKL] = OrderedDict()
         self._lock = threading.RLock()
+        self.lora_cache = LoraTensorCache(config.lora_cache_mb * 2**20)
 
     def resident(self) -> list[ModelKey]:
         with self._lock:
@@ -120,6 +123,8 @@ class ModelManager:
                 self._evict_oldest()
             pipe = self._load(entry)
             loaded = LoadedModel(key, entry, pipe, self.registry.short_hash(entry), dict(pipe.scheduler.config))
+            loaded.adapters = PipelineAdapters(pipe, self.lora_cache, self.config.max_loaded_loras, loaded.family,
+                                               entry.name)
             self._models[key] = loaded
             return loaded
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from app.engine.lora_files import LoraInfo, addnet_hash, inspect_lora
+
 CHECKPOINT_DIR = "Stable-diffusion"
 LORA_DIR = "Lora"
 VAE_DIR = "VAE"
@@ -55,6 +57,7 @@ class ModelRegistry:
         self.models_dir = Path(models_dir)
         self.extra_checkpoints = tuple(Path(p) for p in extra_checkpoints)
         self._hashes: dict[tuple[Path, int, int], str] = {}
+        self._facts: dict[tuple[str, Path, int, int], object] = {}
         self._lock = threading.Lock()
 
     # ----- listing -------------------------------------------------------------------------
@@ -98,7 +101,48 @@ class ModelRegistry:
         return self._find_or_explain(self.vaes(), name, "VAE", VAE_DIR)
 
     def find_lora(self, name: str) -> ModelEntry:
-        return self._find_or_explain(self.loras(), name, "LoRA", LORA_DIR)
+        """A LoRA by name, path without suffix, or (as A1111 allows) its bare file stem when unique."""
+        entries = self.loras()
+        by_stem = [e for e in entries if Path(e.name).stem == name]
+        if _find(entries, name) is None and len(by_stem) == 1:
+            return by_stem[0]
+        return self._find_or_explain(entries, name, "LoRA", LORA_DIR)
+
+    def checkpoint_family(self, entry: ModelEntry) -> str | None:
+        """"sd1", "sd2" or "sdxl" from a checkpoint's configs or header, without loading it; None when
+        that cannot be told cheaply (hub ids, pickles, unreadable files)."""
+        if entry.path is None or entry.kind == "pickle":
+            return None
+        if entry.kind == "diffusers":
+            return self._cached("family", entry.path / "model_index.json", lambda: _diffusers_family(entry.path))
+        from app.engine.checkpoints import CheckpointError, detect_checkpoint
+
+        try:
+            return self._cached("family", entry.path, lambda: detect_checkpoint(entry.path).family)
+        except (CheckpointError, OSError, ValueError):
+            return None
+
+    def lora_info(self, path: Path) -> LoraInfo:
+        """A LoRA file's header facts (format, family, rank, alpha, trigger words), read once per version.
+        Raises LoraFormatError (a ValueError) for files LoRA Studio cannot apply."""
+        return self._cached("info", path, lambda: inspect_lora(path))
+
+    def lora_hash(self, path: Path) -> str:
+        """A1111's LoRA hash: kohya's ``sshs_model_hash`` if stored, else the same "addnet" sha256 of the
+        tensor bytes; the infotext's "Lora hashes" shows its first 12 digits."""
+        stored = self.lora_info(path).metadata.get("sshs_model_hash", "")
+        return stored or self._cached("addnet", path, lambda: addnet_hash(path))
+
+    def _cached(self, kind: str, path: Path, compute):
+        stat = path.stat()
+        key = (kind, path, stat.st_mtime_ns, stat.st_size)
+        with self._lock:
+            if key in self._facts:
+                return self._facts[key]
+        value = compute()
+        with self._lock:
+            self._facts[key] = value
+        return value
 
     def _find_or_explain(self, entries: list[ModelEntry], name: str, kind: str, folder: str) -> ModelEntry:
         entry = _find(entries, name)
@@ -167,6 +211,23 @@ def _inside_diffusers_folder(path: Path, root: Path) -> bool:
             return True
         parent = parent.parent
     return False
+
+
+def _diffusers_family(folder: Path) -> str | None:
+    """SDXL has a second text encoder; SD 2.x pads prompts with "!" where SD 1.x uses end-of-text."""
+    try:
+        index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    if (index.get("text_encoder_2") or [None])[0]:
+        return "sdxl"
+    try:
+        tokenizer = json.loads((folder / "tokenizer" / "tokenizer_config.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return "sd1"
+    pad = tokenizer.get("pad_token")
+    pad = pad.get("content") if isinstance(pad, dict) else pad
+    return "sd2" if pad == "!" else "sd1"
 
 
 def _hash_target(entry: ModelEntry) -> Path | None:

@@ -19,9 +19,12 @@ from PIL import Image
 from app.engine import masks
 from app.engine.infotext import format_infotext
 from app.engine.jobs import JobContext, JobResult
+from app.engine.lora_runtime import ActiveLora
 from app.engine.manager import LoadedModel, ModelManager
 from app.engine.outputs import output_folder, save_image
 from app.engine.preview import LatentPreviewer
+from app.engine.prompts import requested_loras
+from app.engine.registry import ModelRegistry
 from app.engine.requests import GenerationRequest, Img2ImgRequest, InpaintRequest
 from app.engine.samplers import make_scheduler, resolve_sampler
 
@@ -96,6 +99,9 @@ def run_generation(ctx: JobContext, request: GenerationRequest, manager: ModelMa
     ctx.emit("loading", message=f"Loading {request.model or manager.config.default_model}")
     loaded = manager.get(request.model)
     vae = manager.vae(request.vae, like=loaded.txt2img.vae) if request.vae else None
+    prompt, loras = resolve_loras(request, manager.registry)
+    assert loaded.adapters is not None
+    loaded.adapters.activate(loras)  # exactly this job's LoRAs, or the exact base model
     ctx.check_cancelled()
 
     pipeline_task = request.task
@@ -110,12 +116,13 @@ def run_generation(ctx: JobContext, request: GenerationRequest, manager: ModelMa
     clock = _JobClock()
     result = JobResult(info={"model": model_display_name(loaded), "model_hash": loaded.model_hash})
     vae_hash = manager.registry.short_hash(manager.registry.find_vae(request.vae)) if request.vae else None
+    lora_hashes = {lora.name: manager.registry.lora_hash(lora.path)[:12] for lora in loras}
     for batch_index in range(request.batch_count):
         batch_seeds = seeds[batch_index * request.batch_size:(batch_index + 1) * request.batch_size]
         reporter = StepReporter(ctx, previewer, settings.preview_every, request, batch_index, clock)
         images = pipe(
             **inputs.pipeline_kwargs,
-            **common_kwargs(request),
+            **common_kwargs(request, prompt),
             generator=[torch.Generator("cpu").manual_seed(s) for s in batch_seeds],
             callback_on_step_end=reporter,
             output_type="pil",
@@ -126,7 +133,7 @@ def run_generation(ctx: JobContext, request: GenerationRequest, manager: ModelMa
         for image, seed in zip(images, batch_seeds):
             text = format_infotext(
                 request, seed=seed, model_name=model_display_name(loaded), model_hash=loaded.model_hash,
-                vae_name=request.vae, vae_hash=vae_hash, version=VERSION,
+                vae_name=request.vae, vae_hash=vae_hash, lora_hashes=lora_hashes, version=VERSION,
             )
             result.images.append(image)
             result.seeds.append(seed)
@@ -137,10 +144,22 @@ def run_generation(ctx: JobContext, request: GenerationRequest, manager: ModelMa
     return result
 
 
-def common_kwargs(request: GenerationRequest) -> dict[str, Any]:
-    """Pipeline arguments every task shares. A1111's clip skip 1 is diffusers' None."""
+def resolve_loras(request: GenerationRequest, registry: ModelRegistry) -> tuple[str, list[ActiveLora]]:
+    """(the prompt to encode, the request's LoRAs found on disk). Unknown names raise ValueError."""
+    prompt, specs = requested_loras(request)
+    loras = []
+    for spec in specs:
+        entry = registry.find_lora(spec.name)
+        assert entry.path is not None
+        loras.append(ActiveLora(spec.name, entry.path, registry.lora_info(entry.path), spec.weight))
+    return prompt, loras
+
+
+def common_kwargs(request: GenerationRequest, prompt: str | None = None) -> dict[str, Any]:
+    """Pipeline arguments every task shares (``prompt``: the text to encode, LoRA tags removed).
+    A1111's clip skip 1 is diffusers' None."""
     return dict(
-        prompt=request.prompt,
+        prompt=request.prompt if prompt is None else prompt,
         negative_prompt=request.negative_prompt or None,
         num_inference_steps=request.steps,
         guidance_scale=request.cfg_scale,

@@ -12,6 +12,7 @@ import gradio as gr
 from app.engine import Engine, GenerationRequest
 from app.engine.infotext import parse_infotext
 from app.engine.samplers import SAMPLER_NAMES, SCHEDULE_TYPES
+from app.ui.lora_picker import lora_choices, lora_picker
 from app.ui.progress import progress_html
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ class SettingsButtons:
     refresh: gr.Button
     random_seed: gr.Button
     reuse_seed: gr.Button
+    lora: gr.Dropdown  # refreshed with the model pickers
 
 
 def request_fields(model: str | None, vae: str | None, prompt: str, negative_prompt: str, sampler: str,
@@ -90,6 +92,7 @@ def settings_controls(engine: Engine, tab: str) -> tuple[SettingsControls, Setti
     prompt = gr.Textbox(label="Prompt", lines=3, placeholder="Prompt (Ctrl+Enter to generate)",
                         elem_id=f"{tab}_prompt")
     negative = gr.Textbox(label="Negative prompt", lines=2, elem_id=f"{tab}_negative")
+    lora = lora_picker(engine, tab, prompt, model)
     with gr.Row():
         sampler = gr.Dropdown(list(SAMPLER_NAMES), value="Euler a", label="Sampling method")
         schedule = gr.Dropdown(list(SCHEDULE_TYPES), value="Automatic", label="Schedule type")
@@ -110,7 +113,7 @@ def settings_controls(engine: Engine, tab: str) -> tuple[SettingsControls, Setti
         reuse_seed = gr.Button("Reuse", scale=0, min_width=80, elem_id=f"{tab}_reuse_seed", elem_classes="ls-tool")
     controls = SettingsControls(model, vae, prompt, negative, sampler, schedule, steps, cfg, width, height, seed,
                                 batch_count, batch_size)
-    return controls, SettingsButtons(refresh, random_seed, reuse_seed)
+    return controls, SettingsButtons(refresh, random_seed, reuse_seed, lora)
 
 
 def stream_job(engine: Engine, request: GenerationRequest, owner: str) -> Iterator[tuple[Any, ...]]:
@@ -227,13 +230,15 @@ def wire_generate(engine: Engine, tab: str, settings: SettingsControls, buttons:
     buttons.reuse_seed.click(reuse, [outputs.infotexts, outputs.selected], settings.seed, api_name=False, queue=False)
     buttons.random_seed.click(lambda: RANDOM_SEED, None, settings.seed, api_name=False, queue=False)
 
-    def refresh(model: str | None, vae: str | None) -> tuple[gr.Dropdown, gr.Dropdown]:
+    def refresh(model: str | None, vae: str | None, lora: str | None) -> tuple[gr.Dropdown, ...]:
         checkpoints, vaes = model_choices(engine)
+        loras = lora_choices(engine, model)
         return (gr.Dropdown(choices=checkpoints, value=model if model in checkpoints else engine.config.default_model),
-                gr.Dropdown(choices=vaes, value=vae if vae in vaes else AUTOMATIC_VAE))
+                gr.Dropdown(choices=vaes, value=vae if vae in vaes else AUTOMATIC_VAE),
+                gr.Dropdown(choices=loras, value=lora if lora in [name for _, name in loras] else None))
 
-    buttons.refresh.click(refresh, [settings.model, settings.vae], [settings.model, settings.vae], api_name=False,
-                          queue=False)
+    pickers = [settings.model, settings.vae, buttons.lora]
+    buttons.refresh.click(refresh, pickers, pickers, api_name=False, queue=False)
 
 
 @dataclass

@@ -1,0 +1,246 @@
+"""Applying LoRAs to a loaded pipeline: cached tensors, resident adapters, exact fuse and restore.
+
+- ``LoraTensorCache`` keeps LoRA files' tensors in CPU memory (least recently used dropped past a
+  byte budget), so using a LoRA again costs no disk read.
+- ``PipelineAdapters`` keeps up to N adapters loaded on one pipeline's UNet and text encoders
+  (peft, through diffusers' ``load_lora_weights``; least recently used deleted), and makes a job's
+  set active: ``set_adapters`` with its weights, then ``fuse_lora`` so sampling runs at base speed.
+  Before fusing it copies the weights it is about to change; restoring copies them back, so the
+  base model comes back bit for bit (unfusing by subtraction would not).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import threading
+import warnings
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from diffusers import DiffusionPipeline
+from peft.tuners.tuners_utils import BaseTunerLayer
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from app.engine.lora_files import (
+    FAMILY_LABELS,
+    LoraFormatError,
+    LoraInfo,
+    check_supported,
+    fold_adapter_alphas,
+    inspect_lora,
+)
+
+log = logging.getLogger(__name__)
+
+LORA_COMPONENTS = ("unet", "text_encoder", "text_encoder_2")
+
+
+def file_key(path: Path) -> tuple[str, int, int]:
+    """Identity of one version of a file: a LoRA edited on disk is read again."""
+    stat = Path(path).stat()
+    return str(Path(path).resolve()), stat.st_mtime_ns, stat.st_size
+
+
+class LoraTensorCache:
+    """LoRA state dicts in CPU memory, bounded by bytes; thread-safe."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[tuple[str, int, int], dict[str, torch.Tensor]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self.disk_reads = 0
+
+    @property
+    def bytes_used(self) -> int:
+        return self._bytes
+
+    def get(self, path: Path) -> dict[str, torch.Tensor]:
+        key = file_key(path)
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        state = load_file(str(path), device="cpu")
+        check_supported(list(state), Path(path).name)
+        with safe_open(str(path), framework="pt") as handle:
+            adapter_metadata = (handle.metadata() or {}).get("lora_adapter_metadata")
+        if adapter_metadata:
+            state = fold_adapter_alphas(state, adapter_metadata)
+        size = sum(t.numel() * t.element_size() for t in state.values())
+        with self._lock:
+            self.disk_reads += 1
+            self._items[key] = state
+            self._bytes += size
+            while self._bytes > self.max_bytes and len(self._items) > 1:
+                _, dropped = self._items.popitem(last=False)
+                self._bytes -= sum(t.numel() * t.element_size() for t in dropped.values())
+        return state
+
+
+@dataclass(frozen=True)
+class ActiveLora:
+    """One LoRA of a job, resolved: its file, facts and weight."""
+
+    name: str
+    path: Path
+    info: LoraInfo
+    weight: float
+
+
+class PipelineAdapters:
+    """The adapters loaded on one pipeline's modules, and which of them are fused in now.
+
+    All calls come from the worker thread (one job at a time), so there is no locking here.
+    """
+
+    def __init__(self, pipe: DiffusionPipeline, cache: LoraTensorCache, max_adapters: int, family: str,
+                 model_label: str) -> None:
+        self.pipe = pipe
+        self.cache = cache
+        self.max_adapters = max(1, max_adapters)
+        self.family = family
+        self.model_label = model_label
+        self._loaded: OrderedDict[tuple[str, int, int], str] = OrderedDict()  # file version -> adapter name
+        self._fused: tuple[tuple[str, float], ...] = ()
+        self._saved_weights: dict[torch.nn.Parameter, torch.Tensor] = {}
+        self.loads = 0
+
+    # ----- public ------------------------------------------------------------------------
+    @property
+    def loaded_adapters(self) -> list[str]:
+        return list(self._loaded.values())
+
+    @property
+    def active(self) -> tuple[tuple[str, float], ...]:
+        return self._fused
+
+    def activate(self, loras: Sequence[ActiveLora]) -> None:
+        """Make exactly ``loras`` (with their weights) active; an empty list restores the base."""
+        for lora in loras:
+            if not lora.info.fits(self.family):
+                raise ValueError(
+                    f"LoRA {lora.name!r} is for {lora.info.family_label}; the checkpoint {self.model_label} is "
+                    f"{FAMILY_LABELS.get(self.family, self.family)}. Pick a LoRA made for this model.")
+        wanted_keys = [file_key(lora.path) for lora in loras]
+        target = tuple((self._loaded.get(key, ""), lora.weight) for key, lora in zip(wanted_keys, loras))
+        if target == self._fused and all(name for name, _ in target):
+            for key in wanted_keys:
+                self._loaded.move_to_end(key)
+            return
+        self.restore_base()
+        names = [self._ensure_loaded(lora, key, keep=wanted_keys) for key, lora in zip(wanted_keys, loras)]
+        if not names:
+            if self._loaded:
+                self.pipe.disable_lora()  # adapters stay resident but are skipped: the exact base path
+            return
+        self.pipe.enable_lora()
+        weights = [lora.weight for lora in loras]
+        self.pipe.set_adapters(names, adapter_weights=weights)
+        components = self._components_with_adapters()
+        self._save_weights(names)
+        self.pipe.fuse_lora(components=components, adapter_names=names)
+        self._fused = tuple(zip(names, weights))
+
+    def restore_base(self) -> None:
+        """Unfuse, then put back the exact weights saved before fusing."""
+        if not self._fused:
+            return
+        with warnings.catch_warnings():  # layers of resident, unfused adapters say "Already unmerged"
+            warnings.filterwarnings("ignore", message="Already unmerged")
+            self.pipe.unfuse_lora(components=self._components_with_adapters())
+        with torch.no_grad():
+            for parameter, saved in self._saved_weights.items():
+                parameter.copy_(saved)
+        self._saved_weights.clear()
+        self._fused = ()
+
+    # ----- internals ---------------------------------------------------------------------
+    def _ensure_loaded(self, lora: ActiveLora, key: tuple[str, int, int], keep: list) -> str:
+        if key in self._loaded:
+            self._loaded.move_to_end(key)
+            return self._loaded[key]
+        while len(self._loaded) >= self.max_adapters:
+            victim = next((k for k in self._loaded if k not in keep), None)
+            if victim is None:
+                break
+            self.pipe.delete_adapters(self._loaded.pop(victim))
+        name = "lora_" + hashlib.sha1(repr(key).encode()).hexdigest()[:12]
+        state = self.cache.get(lora.path)
+        try:
+            with _quiet_loading():
+                self.pipe.load_lora_weights(dict(state), adapter_name=name)
+        except (RuntimeError, ValueError, KeyError) as exc:
+            self._drop_partial(name)
+            raise ValueError(f"LoRA {lora.name!r} does not fit the checkpoint {self.model_label}: "
+                             f"{_first_line(exc)}") from exc
+        applied = self._layers_with(name)
+        if applied != lora.info.layers:
+            self._drop_partial(name)
+            raise ValueError(f"LoRA {lora.name!r}: only {applied} of its {lora.info.layers} layers match the "
+                             f"checkpoint {self.model_label}; it was made for another model.")
+        self.loads += 1
+        self._loaded[key] = name
+        log.info("LoRA %s loaded as adapter %s (%d layers)", lora.name, name, applied)
+        return name
+
+    def _drop_partial(self, name: str) -> None:
+        with contextlib.suppress(Exception):
+            self.pipe.delete_adapters(name)
+
+    def _modules(self) -> Iterator[torch.nn.Module]:
+        for component in LORA_COMPONENTS:
+            model = getattr(self.pipe, component, None)
+            if model is not None:
+                yield from model.modules()
+
+    def _layers_with(self, name: str) -> int:
+        return sum(1 for module in self._modules()
+                   if isinstance(module, BaseTunerLayer) and name in getattr(module, "lora_A", {}))
+
+    def _components_with_adapters(self) -> list[str]:
+        found = []
+        for component in LORA_COMPONENTS:
+            model = getattr(self.pipe, component, None)
+            if model is not None and any(isinstance(m, BaseTunerLayer) for m in model.modules()):
+                found.append(component)
+        return found
+
+    def _save_weights(self, names: list[str]) -> None:
+        with torch.no_grad():
+            for module in self._modules():
+                if isinstance(module, BaseTunerLayer) and any(n in getattr(module, "lora_A", {}) for n in names):
+                    base = module.get_base_layer()
+                    for parameter in (base.weight, getattr(base, "bias", None)):
+                        if parameter is not None and parameter not in self._saved_weights:
+                            self._saved_weights[parameter] = parameter.detach().clone()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__
+
+
+@contextlib.contextmanager
+def _quiet_loading() -> Iterator[None]:
+    """transformers prints a long load report for each text-encoder adapter, and peft warns that a
+    model gets a second adapter: neither is news here (several resident adapters are the design)."""
+    from transformers.utils import logging as hf_logging
+
+    previous = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
+            yield
+    finally:
+        hf_logging.set_verbosity(previous)
+
+
+__all__ = ["ActiveLora", "LoraFormatError", "LoraTensorCache", "PipelineAdapters", "file_key", "inspect_lora"]
