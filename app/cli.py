@@ -48,6 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "needs the 'xformers' extra installed)")
     parser.add_argument("--max-models", type=int, default=1,
                         help="how many checkpoints stay loaded at once (default 1)")
+    parser.add_argument("--lora-cache-mb", type=int, default=1024,
+                        help="LoRA files kept in memory, in MB, so switching back to one reads no disk (default 1024)")
+    parser.add_argument("--max-loras", type=int, default=8,
+                        help="LoRA adapters kept loaded on a model, least recently used removed first (default 8)")
     parser.add_argument("--allow-pickle", action="store_true",
                         help="allow .ckpt/.pt checkpoints (pickle files can run code; they are loaded with "
                              "weights_only=True). Off by default: prefer .safetensors")
@@ -73,6 +77,7 @@ def engine_config_from_args(args: argparse.Namespace):
         models_dir=args.models_dir, outputs_dir=args.outputs_dir, default_model=model,
         device=args.device, dtype=args.dtype, attention=args.attention,
         max_resident_models=args.max_models, allow_pickle=args.allow_pickle, extra_checkpoints=extra,
+        lora_cache_mb=args.lora_cache_mb, max_loaded_loras=args.max_loras,
     )
 
 

@@ -16,7 +16,8 @@ from app.serving import CredentialsError, launch_kwargs, warn_if_open
 def test_help_explains_every_flag() -> None:
     help_text = build_parser().format_help()
     for flag in ("--listen", "--port", "--models-dir", "--outputs-dir", "--model", "--device", "--dtype",
-                 "--attention", "--allow-pickle", "--auth", "--auth-file", "--share", "--max-upload-mb"):
+                 "--attention", "--allow-pickle", "--auth", "--auth-file", "--share", "--max-upload-mb", "--lora-cache-mb",
+                 "--max-loras"):
         assert flag in help_text
     assert "127.0.0.1" in help_text and "xformers" in help_text and "Needs internet" in help_text
 

@@ -93,7 +93,7 @@ def test_kohya_lora_with_te_and_conv_equals_the_hand_merge(sd1_pipe, kohya_file)
     assert np.abs(got - expected).max() < 1e-4
     info = inspect_lora(path)
     assert info.format == "kohya" and info.rank == RANK and info.alpha == ALPHA and info.has_conv
-    assert info.has_text_encoder and info.layers == len(layers) == adapters._layers_with(adapters.loaded_adapters[0])
+    assert info.has_text_encoder and info.layers == len(layers) == adapters.layer_count(adapters.loaded_adapters[0])
     adapters.activate([])
     assert np.array_equal(_image(sd1_pipe), base), "no LoRA: the base output, bit for bit"
 

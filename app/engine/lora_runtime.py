@@ -97,7 +97,10 @@ class ActiveLora:
 class PipelineAdapters:
     """The adapters loaded on one pipeline's modules, and which of them are fused in now.
 
-    All calls come from the worker thread (one job at a time), so there is no locking here.
+    Adapters are loaded and deleted through diffusers; switching works on peft's layers directly
+    (``set_scale``, ``merge``, ``unmerge``, ``enable_adapters``), over a list of the LoRA layers kept
+    per adapter, so a swap does not walk every module of the pipeline. All calls come from the
+    worker thread (one job at a time), so there is no locking here.
     """
 
     def __init__(self, pipe: DiffusionPipeline, cache: LoraTensorCache, max_adapters: int, family: str,
@@ -108,8 +111,10 @@ class PipelineAdapters:
         self.family = family
         self.model_label = model_label
         self._loaded: OrderedDict[tuple[str, int, int], str] = OrderedDict()  # file version -> adapter name
+        self._layers: dict[str, list[BaseTunerLayer]] = {}  # adapter name -> its LoRA layers
         self._fused: tuple[tuple[str, float], ...] = ()
         self._saved_weights: dict[torch.nn.Parameter, torch.Tensor] = {}
+        self._enabled: dict[int, bool] = {}  # id(layer) -> adapters enabled; emptied when diffusers loads/deletes
         self.loads = 0
 
     # ----- public ------------------------------------------------------------------------
@@ -136,32 +141,43 @@ class PipelineAdapters:
             return
         self.restore_base()
         names = [self._ensure_loaded(lora, key, keep=wanted_keys) for key, lora in zip(wanted_keys, loras)]
+        fused_layers = list({id(layer): layer for name in names for layer in self._layers[name]}.values())
+        # A layer outside the job's set has its adapters disabled: it runs its base layer only, exactly.
+        self._enable_only(fused_layers)
         if not names:
-            if self._loaded:
-                self.pipe.disable_lora()  # adapters stay resident but are skipped: the exact base path
             return
-        self.pipe.enable_lora()
-        weights = [lora.weight for lora in loras]
-        self.pipe.set_adapters(names, adapter_weights=weights)
-        components = self._components_with_adapters()
-        self._save_weights(names)
-        self.pipe.fuse_lora(components=components, adapter_names=names)
-        self._fused = tuple(zip(names, weights))
+        self._save_weights(fused_layers)
+        with torch.no_grad():
+            for name, lora in zip(names, loras):
+                for layer in self._layers[name]:
+                    layer.set_scale(name, lora.weight)  # weight * alpha / rank
+            for layer in fused_layers:
+                layer.merge(adapter_names=[name for name in names if name in layer.lora_A])
+        self._fused = tuple(zip(names, (lora.weight for lora in loras)))
 
     def restore_base(self) -> None:
-        """Unfuse, then put back the exact weights saved before fusing."""
+        """Unmerge (peft's bookkeeping), then copy back the exact base weights saved before merging:
+        subtracting the merged delta alone would leave rounding errors behind."""
         if not self._fused:
             return
-        with warnings.catch_warnings():  # layers of resident, unfused adapters say "Already unmerged"
-            warnings.filterwarnings("ignore", message="Already unmerged")
-            self.pipe.unfuse_lora(components=self._components_with_adapters())
+        layers = {id(layer): layer for name, _ in self._fused for layer in self._layers[name]}.values()
         with torch.no_grad():
-            for parameter, saved in self._saved_weights.items():
-                parameter.copy_(saved)
-        self._saved_weights.clear()
+            for layer in layers:
+                if layer.merged:
+                    layer.unmerge()
+                for parameter in _base_parameters(layer):
+                    parameter.copy_(self._saved_weights[parameter])
         self._fused = ()
 
     # ----- internals ---------------------------------------------------------------------
+    def _enable_only(self, layers: list[BaseTunerLayer]) -> None:
+        wanted = {id(layer) for layer in layers}
+        for layer in {id(layer): layer for group in self._layers.values() for layer in group}.values():
+            enabled = id(layer) in wanted
+            if self._enabled.get(id(layer)) is not enabled:
+                layer.enable_adapters(enabled)
+                self._enabled[id(layer)] = enabled
+
     def _ensure_loaded(self, lora: ActiveLora, key: tuple[str, int, int], keep: list) -> str:
         if key in self._loaded:
             self._loaded.move_to_end(key)
@@ -170,28 +186,33 @@ class PipelineAdapters:
             victim = next((k for k in self._loaded if k not in keep), None)
             if victim is None:
                 break
-            self.pipe.delete_adapters(self._loaded.pop(victim))
+            self._delete(self._loaded.pop(victim))
         name = "lora_" + hashlib.sha1(repr(key).encode()).hexdigest()[:12]
         state = self.cache.get(lora.path)
+        self._enabled.clear()
         try:
             with _quiet_loading():
                 self.pipe.load_lora_weights(dict(state), adapter_name=name)
         except (RuntimeError, ValueError, KeyError) as exc:
-            self._drop_partial(name)
+            self._delete(name)
             raise ValueError(f"LoRA {lora.name!r} does not fit the checkpoint {self.model_label}: "
                              f"{_first_line(exc)}") from exc
-        applied = self._layers_with(name)
-        if applied != lora.info.layers:
-            self._drop_partial(name)
-            raise ValueError(f"LoRA {lora.name!r}: only {applied} of its {lora.info.layers} layers match the "
+        layers = [module for module in self._modules()
+                  if isinstance(module, BaseTunerLayer) and name in getattr(module, "lora_A", {})]
+        if len(layers) != lora.info.layers:
+            self._delete(name)
+            raise ValueError(f"LoRA {lora.name!r}: only {len(layers)} of its {lora.info.layers} layers match the "
                              f"checkpoint {self.model_label}; it was made for another model.")
         self.loads += 1
         self._loaded[key] = name
-        log.info("LoRA %s loaded as adapter %s (%d layers)", lora.name, name, applied)
+        self._layers[name] = layers
+        log.info("LoRA %s loaded as adapter %s (%d layers)", lora.name, name, len(layers))
         return name
 
-    def _drop_partial(self, name: str) -> None:
-        with contextlib.suppress(Exception):
+    def _delete(self, name: str) -> None:
+        self._layers.pop(name, None)
+        self._enabled.clear()
+        with contextlib.suppress(Exception):  # a half-loaded adapter may be missing from some components
             self.pipe.delete_adapters(name)
 
     def _modules(self) -> Iterator[torch.nn.Module]:
@@ -200,26 +221,23 @@ class PipelineAdapters:
             if model is not None:
                 yield from model.modules()
 
-    def _layers_with(self, name: str) -> int:
-        return sum(1 for module in self._modules()
-                   if isinstance(module, BaseTunerLayer) and name in getattr(module, "lora_A", {}))
+    def layer_count(self, name: str) -> int:
+        """How many layers of the pipeline carry adapter ``name``."""
+        return len(self._layers.get(name, ()))
 
-    def _components_with_adapters(self) -> list[str]:
-        found = []
-        for component in LORA_COMPONENTS:
-            model = getattr(self.pipe, component, None)
-            if model is not None and any(isinstance(m, BaseTunerLayer) for m in model.modules()):
-                found.append(component)
-        return found
-
-    def _save_weights(self, names: list[str]) -> None:
+    def _save_weights(self, layers) -> None:
+        """Copy the base weights of ``layers`` once; the copies stay for later swaps (base weights never
+        change), so a swap copies weights back but does not clone them again."""
         with torch.no_grad():
-            for module in self._modules():
-                if isinstance(module, BaseTunerLayer) and any(n in getattr(module, "lora_A", {}) for n in names):
-                    base = module.get_base_layer()
-                    for parameter in (base.weight, getattr(base, "bias", None)):
-                        if parameter is not None and parameter not in self._saved_weights:
-                            self._saved_weights[parameter] = parameter.detach().clone()
+            for layer in layers:
+                for parameter in _base_parameters(layer):
+                    if parameter not in self._saved_weights:
+                        self._saved_weights[parameter] = parameter.detach().clone()
+
+
+def _base_parameters(layer: BaseTunerLayer) -> list[torch.nn.Parameter]:
+    base = layer.get_base_layer()
+    return [p for p in (base.weight, getattr(base, "bias", None)) if p is not None]
 
 
 def _first_line(exc: BaseException) -> str:
@@ -229,18 +247,22 @@ def _first_line(exc: BaseException) -> str:
 
 @contextlib.contextmanager
 def _quiet_loading() -> Iterator[None]:
-    """transformers prints a long load report for each text-encoder adapter, and peft warns that a
-    model gets a second adapter: neither is news here (several resident adapters are the design)."""
+    """transformers prints a long load report per text-encoder adapter, diffusers says when a LoRA has
+    no text-encoder part, and peft warns that a model gets a second adapter: none of it is news here
+    (several resident adapters are the design; a LoRA that does not fit raises, and is checked by count)."""
+    from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as hf_logging
 
-    previous = hf_logging.get_verbosity()
+    previous = hf_logging.get_verbosity(), diffusers_logging.get_verbosity()
     hf_logging.set_verbosity_error()
+    diffusers_logging.set_verbosity_error()
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
             yield
     finally:
-        hf_logging.set_verbosity(previous)
+        hf_logging.set_verbosity(previous[0])
+        diffusers_logging.set_verbosity(previous[1])
 
 
 __all__ = ["ActiveLora", "LoraFormatError", "LoraTensorCache", "PipelineAdapters", "file_key", "inspect_lora"]
