@@ -69,7 +69,11 @@ def wait_for_text(page, selector: str, text: str, timeout: float = 60_000) -> No
 
 def gallery_image(page, tab: str) -> np.ndarray:
     """The first image of a tab's gallery, fetched over HTTP within the page's session."""
-    page.wait_for_selector(f"#{tab}_gallery img", timeout=60_000)
+    try:
+        page.wait_for_selector(f"#{tab}_gallery img", timeout=60_000)
+    except playwright_api.TimeoutError:
+        page.screenshot(path=str(SHOTS / f"failed-{tab}-gallery.png"), full_page=True)
+        raise
     source = page.locator(f"#{tab}_gallery img").first.get_attribute("src")
     body = page.request.get(source).body()
     return np.asarray(Image.open(io.BytesIO(body)).convert("RGB")).astype(int)

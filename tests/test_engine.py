@@ -268,7 +268,7 @@ def test_hub_id_offline_gives_a_clear_error(engine: Engine) -> None:
         (dict(model="no-such-model"), "No checkpoint called 'no-such-model'"),
         (dict(vae="no-such-vae"), "No VAE"),
         (dict(batch_size=0), "Batch size"),
-        (dict(loras=(LoraSpec("style"),)), "LoRAs are not applied"),
+        (dict(loras=(LoraSpec("style"),)), "No LoRA called 'style'"),
     ],
 )
 def test_bad_requests_get_clear_errors(engine: Engine, changes: dict, message: str) -> None:

@@ -166,6 +166,18 @@ def test_layers_that_match_nothing_are_refused(sd1_pipe, tmp_path: Path) -> None
     assert adapters.loaded_adapters == [] and np.array_equal(_image(sd1_pipe), base)
 
 
+def test_sd2_kohya_lora_with_text_encoder(tmp_path: Path) -> None:
+    pipe = build_tiny_pipeline("sd2", prediction_type="v_prediction", seed=0)
+    pipe.set_progress_bar_config(disable=True)
+    layers = random_layers(pipe, RANK, ALPHA, seed=6, text_encoder=True)
+    path = write_kohya(layers, tmp_path / "v2.safetensors", "sd2", pipe.unet.config.layers_per_block,
+                       metadata={"ss_v2": "True", "ss_base_model_version": "sd_v2_v"})
+    assert inspect_lora(path).family == "sd2"
+    expected = _image(hand_merged(pipe, [(layers, 0.5)]))
+    _adapters(pipe, family="sd2").activate([_active(path, 0.5)])
+    assert np.abs(_image(pipe) - expected).max() < 1e-4
+
+
 def test_sdxl_kohya_lora_with_sgm_names_and_both_text_encoders(tmp_path: Path) -> None:
     pipe = build_tiny_pipeline("sdxl", seed=0)
     pipe.set_progress_bar_config(disable=True)

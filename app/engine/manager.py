@@ -91,6 +91,21 @@ class LoadedModel:
         return self._variants[key]
 
 
+def read_pipeline(entry: ModelEntry, dtype: torch.dtype, *, allow_pickle: bool = False) -> DiffusionPipeline:
+    """A checkpoint as a pipeline on the CPU: diffusers folder, single file (offline configs) or hub id.
+    The manager uses it for inference; the trainer for its base model."""
+    if entry.kind == "diffusers":
+        assert entry.path is not None
+        return DiffusionPipeline.from_pretrained(entry.path, dtype=dtype, local_files_only=True,
+                                                 **_no_safety_checker(entry.path))
+    if entry.kind in ("single_file", "pickle"):
+        from app.engine.checkpoints import load_single_file
+
+        assert entry.path is not None
+        return load_single_file(entry.path, torch_dtype=dtype, allow_pickle=allow_pickle)
+    return _load_from_hub(entry.name, dtype)
+
+
 class ModelManager:
     """Loads checkpoints on demand and keeps up to ``max_resident_models`` of them."""
 
@@ -166,17 +181,7 @@ class ModelManager:
         return pipe
 
     def _read(self, entry: ModelEntry) -> DiffusionPipeline:
-        if entry.kind == "diffusers":
-            assert entry.path is not None
-            return DiffusionPipeline.from_pretrained(
-                entry.path, dtype=self.dtype, local_files_only=True, **_no_safety_checker(entry.path)
-            )
-        if entry.kind in ("single_file", "pickle"):
-            from app.engine.checkpoints import load_single_file
-
-            assert entry.path is not None
-            return load_single_file(entry.path, torch_dtype=self.dtype, allow_pickle=self.config.allow_pickle)
-        return _load_from_hub(entry.name, self.dtype)
+        return read_pipeline(entry, self.dtype, allow_pickle=self.config.allow_pickle)
 
     def _load_vae(self, entry: ModelEntry, like: AutoencoderKL) -> AutoencoderKL:
         assert entry.path is not None

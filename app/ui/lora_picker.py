@@ -53,7 +53,8 @@ def lora_summary(engine: Engine, name: str | None) -> str:
         return html.escape(str(exc))
     alpha = "alpha = rank" if info.alpha is None else f"alpha {info.alpha:g}"
     parts = [f"**{html.escape(name)}**: {info.family_label}, {info.format} format, rank {info.rank}, {alpha}, "
-             f"{info.layers} layers" + (" incl. text encoder" if info.has_text_encoder else "")]
+             f"{info.layers} layers" + (" incl. text encoder" if info.has_text_encoder else "")
+             + f", hash {engine.registry.lora_hash(entry.path)[:12]}"]
     if info.trigger_words:
         parts.append("Trigger words: " + ", ".join(f"`{html.escape(w)}`" for w in info.trigger_words))
     return "  \n".join(parts)

@@ -1,0 +1,1 @@
+"""LoRA training: dataset, trainer (peft + accelerate), kohya export. ``python -m app.training --help``."""
