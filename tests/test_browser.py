@@ -132,6 +132,7 @@ def test_paint_a_mask_by_dragging_and_inpaint_only_there(page, app: RunningApp, 
     page.locator("#inpaint_editor input[type=file]").set_input_files(str(picture))
     canvas = page.locator("#inpaint_editor canvas").first
     canvas.wait_for()
+    page.locator("#inpaint_editor").get_by_text("Upload an image").wait_for(state="hidden", timeout=30_000)
     page.wait_for_timeout(1000)  # the editor fits the picture to the canvas
     box = canvas.bounding_box()
     centre_x, centre_y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2

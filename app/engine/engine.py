@@ -40,6 +40,32 @@ class Engine:
         log.info("%s queued for %s: %s", job.id, owner, job.description)
         return self.worker.submit(job)
 
+    def submit_training(self, config, owner: str = LOCAL_OWNER, evaluation_prompts: tuple[str, ...] = ()) -> Job:
+        """Queue a LoRA training run (an ``app.training.config.TrainConfig``) as a job on the worker.
+        Generation queues behind it and it behind generation; cancelling it stops and keeps the steps done."""
+        from app.training.job import training_work
+
+        config.validate()
+        self.registry.find_checkpoint(config.base_model)
+        if not config.dataset.is_dir():
+            raise ValueError(f"The dataset folder {config.dataset} does not exist.")
+        job = Job(owner, training_work(config, self.manager, self.registry, evaluation_prompts),
+                  description=f"train LoRA {config.output_name}")
+        log.info("%s queued for %s: %s", job.id, owner, job.description)
+        return self.worker.submit(job)
+
+    def submit_evaluation(self, lora_name: str, base_model: str | None, prompts: tuple[str, ...],
+                          owner: str = LOCAL_OWNER, size: int | None = None, steps: int | None = None) -> Job:
+        """Queue the evaluation report of a LoRA from models/Lora on a base model."""
+        from app.training.job import evaluation_work
+
+        self.registry.find_lora(lora_name)
+        base = base_model or self.config.default_model or ""
+        self.registry.find_checkpoint(base)
+        job = Job(owner, evaluation_work(lora_name, base, prompts, self.manager, self.registry, size, steps),
+                  description=f"evaluate LoRA {lora_name}")
+        return self.worker.submit(job)
+
     def generate(self, request: GenerationRequest, owner: str = LOCAL_OWNER, timeout: float | None = None) -> JobResult:
         """Submit and wait: the synchronous form, for scripts and the API."""
         return self.submit(request, owner).wait(timeout)

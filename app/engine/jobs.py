@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterator
 from PIL import Image
 
 TERMINAL_PHASES = frozenset({"done", "failed", "cancelled"})
-PHASES = ("queued", "loading", "sampling", "decoding", "saving", "done", "failed", "cancelled")
+PHASES = ("queued", "loading", "sampling", "training", "decoding", "saving", "done", "failed", "cancelled")
 
 
 class JobCancelled(Exception):
@@ -46,6 +46,8 @@ class JobEvent:
     batch_count: int | None = None
     eta_seconds: float | None = None  # for the whole job, from the measured speed
     preview: Image.Image | None = None  # sampling: a cheap latent preview every few steps
+    loss: float | None = None  # training: the loss of the step just done
+    samples: tuple[Path, ...] = ()  # training: sample images written at this step
     result: JobResult | None = None
     message: str = ""
     time: float = field(default_factory=time.monotonic)
@@ -127,6 +129,11 @@ class JobContext:
 
     def emit(self, phase: str, **data: Any) -> None:
         self.job.emit(phase, **data)
+
+    @property
+    def cancel_requested(self) -> bool:
+        """For work that stops cleanly at its own pace (training saves a checkpoint first)."""
+        return self.job.cancel_requested
 
     def check_cancelled(self) -> None:
         if self.job.cancel_requested:

@@ -62,6 +62,7 @@ class TrainProgress:
     steps_per_second: float
     eta_seconds: float
     epoch: int
+    samples: tuple[Path, ...] = ()  # sample images written at this step
 
 
 @dataclass
@@ -189,10 +190,12 @@ def train(config: TrainConfig, *, registry: ModelRegistry | None = None,
                 state.losses.append(float(np.mean(state.pending)))
                 state.pending.clear()
                 step_times.append(time.perf_counter() - tick)
-                if on_progress and accelerator.is_main_process:
-                    on_progress(progress_of(state, config, lr_scheduler, step_times))
+                samples: list[Path] = []
                 if config.sample_every and config.sample_prompts and state.step % config.sample_every == 0:
-                    result.samples += save_samples(pipe, config, state.step, accelerator)
+                    samples = save_samples(pipe, config, state.step, accelerator)
+                    result.samples += samples
+                if on_progress and accelerator.is_main_process:
+                    on_progress(progress_of(state, config, lr_scheduler, step_times, samples))
                 if config.checkpoint_every and state.step % config.checkpoint_every == 0:
                     result.checkpoints.append(save_checkpoint(config, state, accelerator, unet, text_encoders,
                                                               optimizer, lr_scheduler, noise))
@@ -293,12 +296,14 @@ def training_loss(indices: list[int], position: int, epoch: int, config: TrainCo
     return per_sample.mean()
 
 
-def progress_of(state: RunState, config: TrainConfig, lr_scheduler, step_times: list[float]) -> TrainProgress:
+def progress_of(state: RunState, config: TrainConfig, lr_scheduler, step_times: list[float],
+                samples: list[Path]) -> TrainProgress:
     recent = step_times[-20:]
     per_step = sum(recent) / len(recent)
     return TrainProgress(step=state.step, total_steps=config.max_steps, loss=state.losses[-1],
                          learning_rate=float(lr_scheduler.get_last_lr()[0]), steps_per_second=1 / per_step,
-                         eta_seconds=per_step * (config.max_steps - state.step), epoch=state.epoch)
+                         eta_seconds=per_step * (config.max_steps - state.step), epoch=state.epoch,
+                         samples=tuple(samples))
 
 
 def save_samples(pipe, config: TrainConfig, step: int, accelerator: Accelerator) -> list[Path]:
