@@ -27,6 +27,23 @@ class RunningApp:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def dump_threads(self) -> None:
+        """Make the app print every thread's stack to its log (faulthandler on SIGABRT), then stop it."""
+        import signal
+
+        if self.process.poll() is None:
+            busy = self.cpu_seconds()
+            time.sleep(3)
+            busy = self.cpu_seconds() - busy
+            with open(self.log_path, "a") as log:
+                log.write(f"\n[test] app used {busy:.2f} CPU s in the last 3 s\n")
+            self.process.send_signal(signal.SIGABRT)
+            time.sleep(2)
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         self.process.terminate()
         try:
@@ -51,7 +68,9 @@ def start_app(workdir: Path, *args: str, timeout: float = 180.0) -> RunningApp:
     models, outputs = workdir / "models", workdir / "outputs"
     port = free_port()
     log_path = workdir / f"app-{port}.log"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1",
+           "PYTHONFAULTHANDLER": "1",  # a hung app dumps its threads on SIGABRT
+           "OMP_NUM_THREADS": "1"}  # the test process, the app and Chromium share 2 cores: no spinning pools
     command = [sys.executable, str(ROOT / "launch.py"), "--models-dir", str(models), "--outputs-dir", str(outputs),
                "--port", str(port), "--device", "cpu", *args]
     with open(log_path, "wb") as log_file:

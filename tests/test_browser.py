@@ -57,8 +57,16 @@ def page(browser, app: RunningApp) -> Iterator:
 def set_number(page, elem_id: str, value: int) -> None:
     """Type into the number box of a slider (as a person would) and leave it."""
     box = page.locator(f"#{elem_id} input[type=number]")
-    box.fill(str(value))
-    box.press("Tab")
+    box.wait_for(state="visible")
+    for _ in range(3):  # a box still being laid out (an accordion opening) can drop the first edit
+        box.fill(str(value))
+        box.press("Enter")
+        box.press("Tab")
+        if box.input_value() == str(value):
+            page.wait_for_timeout(200)  # let Gradio take the change event
+            return
+        page.wait_for_timeout(300)
+    raise AssertionError(f"#{elem_id} did not take the value {value}")
 
 
 def wait_for_text(page, selector: str, text: str, timeout: float = 60_000) -> None:
@@ -223,6 +231,48 @@ def test_lora_picker_lists_new_files_after_refresh_and_inserts_the_tag(page, app
     page.click("#txt2img_generate")
     gallery_image(page, "txt2img")
     assert 'Lora hashes: "shape-style: ' in page.input_value("#txt2img_info textarea")
+
+
+def test_train_tab_trains_shows_the_loss_and_hands_the_lora_to_txt2img(page, app: RunningApp,
+                                                                        tmp_path: Path) -> None:
+    from PIL import ImageDraw
+
+    folder = tmp_path / "2_dots"
+    folder.mkdir()
+    for index, colour in enumerate(("red", "blue", "green")):
+        image = Image.new("RGB", (64, 64), "white")
+        ImageDraw.Draw(image).ellipse((16, 16, 48, 48), fill=colour)
+        image.save(folder / f"{index}.png")
+        (folder / f"{index}.txt").write_text(f"a {colour} dot")
+    page.get_by_role("tab", name="Train LoRA").click()
+    page.fill("#train_output_name textarea, #train_output_name input", "browser-dots")
+    page.fill("#train_folder textarea, #train_folder input", str(tmp_path))
+    page.click("#train_load")
+    wait_for_text(page, "#train_data_report", "3 images (6 with repeats)", timeout=30_000)
+    assert "a blue dot" in page.inner_text("#train_captions")
+    page.get_by_text("Settings", exact=True).click()
+    page.locator("#train_steps input[type=number]").wait_for(state="visible")
+    page.wait_for_timeout(500)  # the accordion's opening animation
+    set_number(page, "train_steps", 4)
+    set_number(page, "train_sample_every", 2)
+    page.fill("#train_sample_prompts textarea", "a red dot")
+    page.click("#train_start")
+    wait_for_text(page, "#train_progress", "/4 · loss", timeout=60_000)
+    page.screenshot(path=str(SHOTS / "train-running.png"))
+    try:
+        wait_for_text(page, "#train_status", "written after 4 steps", timeout=120_000)
+    except playwright_api.TimeoutError:
+        page.screenshot(path=str(SHOTS / "train-failed.png"), full_page=True)
+        app.dump_threads()  # into the app's log, to see where it waits
+        raise
+    page.locator("#train_grid img").wait_for(timeout=30_000)
+    assert page.locator("#train_samples img").count() == 2  # steps 2 and 4, one prompt
+    assert "mean pixel change" in page.inner_text("#train_report")
+    page.screenshot(path=str(SHOTS / "train-done.png"), full_page=True)
+    assert (app.models_dir / "Lora" / "browser-dots.safetensors").is_file()
+    page.click("#train_use")
+    page.wait_for_function("() => document.querySelector('#txt2img_prompt textarea').value.includes('<lora:browser-dots:1>')",
+                           timeout=10_000)
 
 
 def test_login_is_required_with_auth_and_wrong_passwords_are_refused(browser, tmp_path: Path) -> None:

@@ -54,6 +54,7 @@ class TrainConfig:
     caption_dropout: float = 0.0
     cache_latents: bool = True
     cache_text: bool = True
+    caption_overrides: Path | None = None  # a JSON file {relative image path: caption}, winning over .txt files
     # run
     checkpoint_every: int = 0  # optimizer steps between checkpoints; 0 = only at the end
     resume: Path | None = None  # a checkpoint folder, or the run folder to take its latest
@@ -85,6 +86,17 @@ class TrainConfig:
         if self.min_snr_gamma is not None and self.min_snr_gamma <= 0:
             raise ValueError("min_snr_gamma must be positive (or absent to turn it off).")
 
+    def overrides(self) -> dict[str, str]:
+        if self.caption_overrides is None:
+            return {}
+        import json
+
+        try:
+            data = json.loads(Path(self.caption_overrides).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ValueError(f"Cannot read the caption overrides {self.caption_overrides}: {exc}") from exc
+        return {str(k): str(v) for k, v in data.items()}
+
     @property
     def run_dir(self) -> Path:
         """Where checkpoints, samples and the report of this run go (under outputs/)."""
@@ -113,7 +125,7 @@ def load_toml(path: Path, defaults: dict[str, object] | None = None, **overrides
     if unknown:
         raise ValueError(f"{path}: unknown setting(s) {', '.join(unknown)}.")
     values = {**(defaults or {}), **values, **{k: v for k, v in overrides.items() if v is not None}}
-    for key in ("dataset", "models_dir", "outputs_dir", "resume"):
+    for key in ("dataset", "models_dir", "outputs_dir", "resume", "caption_overrides"):
         if values.get(key) is not None:
             values[key] = Path(values[key])
     if "sample_prompts" in values:

@@ -53,8 +53,9 @@ class ScanReport:
         return "\n".join(lines)
 
 
-def scan_folder(root: Path, *, min_side: int = 32) -> ScanReport:
-    """Every usable image under ``root`` with its caption and repeats; the unusable ones with reasons."""
+def scan_folder(root: Path, *, min_side: int = 32, caption_overrides: dict[str, str] | None = None) -> ScanReport:
+    """Every usable image under ``root`` with its caption and repeats; the unusable ones with reasons.
+    ``caption_overrides`` (relative path -> caption, e.g. edited in the UI) win over the files."""
     root = Path(root)
     if not root.is_dir():
         raise ValueError(f"The dataset folder {root} does not exist.")
@@ -73,7 +74,9 @@ def scan_folder(root: Path, *, min_side: int = 32) -> ScanReport:
         if problem:
             report.skipped.append(SkippedImage(path, problem))
             continue
-        caption = _caption_for(path, relative, metadata, class_token)
+        caption = (caption_overrides or {}).get(relative.as_posix())
+        if caption is None:
+            caption = _caption_for(path, relative, metadata, class_token)
         report.images.append(TrainImage(path, caption, max(1, repeats), size))
     if not report.images:
         raise ValueError(f"No usable images in {root}.\n{report.summary()}")

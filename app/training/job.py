@@ -73,7 +73,8 @@ def _captions_of(config: TrainConfig) -> list[str]:
     from app.training.dataset import scan_folder
 
     try:
-        captions = [image.caption for image in scan_folder(Path(config.dataset)).images if image.caption]
+        captions = [image.caption for image in scan_folder(Path(config.dataset), caption_overrides=config.overrides()).images
+                    if image.caption]
     except ValueError:
         return []
     return list(dict.fromkeys(captions))[:2]

@@ -115,7 +115,7 @@ def train(config: TrainConfig, *, registry: ModelRegistry | None = None,
     if config.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
 
-    report = scan_folder(config.dataset)
+    report = scan_folder(config.dataset, caption_overrides=config.overrides())
     images = report.images
     buckets = make_buckets(config.resolution, config.bucket_step)
     bucket_of = [nearest_bucket(image.size, buckets) for image in images]

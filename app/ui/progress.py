@@ -25,8 +25,17 @@ def progress_html(event: JobEvent) -> str:
         if event.eta_seconds is not None:
             parts.append(f"ETA {format_seconds(event.eta_seconds)}")
         return _bar(fraction, " · ".join(parts))
+    if event.phase == "training" and event.total_steps:
+        parts = [f"Step {event.step}/{event.total_steps}"]
+        if event.loss is not None:
+            parts.append(f"loss {event.loss:.4f}")
+        if event.message:
+            parts.append(html.escape(event.message))
+        if event.eta_seconds is not None:
+            parts.append(f"ETA {format_seconds(event.eta_seconds)}")
+        return _bar((event.step or 0) / event.total_steps, " · ".join(parts))
     if event.phase in ("decoding", "saving"):
-        return _bar(1.0, event.phase.capitalize() + "…")
+        return _bar(1.0, html.escape(event.message) if event.message else event.phase.capitalize() + "…")
     if event.phase == "done":
         return _bar(1.0, "Done")
     if event.phase == "cancelled":
