@@ -326,3 +326,48 @@ def test_two_processes_under_accelerate_launch(workdir: Path, tmp_path: Path) ->
     assert "process 1 of 2" in done.stderr and "process 2 of 2" in done.stderr
     assert done.stdout.count("step 2/2") == 1  # progress printed once, by the main process
     assert (workdir / "models" / "Lora" / "two-procs.safetensors").is_file()
+
+
+def test_sd2_v_prediction_with_accumulation_checkpointing_and_the_8bit_fallback(tmp_path: Path, workdir: Path,
+                                                                                 caplog) -> None:
+    import logging
+
+    build_tiny_pipeline("sd2", prediction_type="v_prediction", seed=0).save_pretrained(
+        tmp_path / "models" / "Stable-diffusion" / "v2")
+    config = config_for(workdir, "v2", base_model="v2", models_dir=tmp_path / "models", max_steps=2,
+                        gradient_accumulation=2, gradient_checkpointing=True, optimizer="adamw8bit",
+                        noise_offset=0.05, lr_warmup_steps=1, outputs_dir=tmp_path / "outputs")
+    with caplog.at_level(logging.WARNING):
+        result = train(config)
+    assert "8-bit AdamW is not available" in caplog.text  # no CUDA here: torch's AdamW, said in the log
+    assert result.steps == 2 and all(np.isfinite(result.losses))
+    with safe_open(str(result.lora_path), "pt") as handle:
+        metadata = handle.metadata()
+    assert metadata["ss_base_model_version"] == "sd_v2_v" and metadata["modelspec.prediction_type"] == "v"
+    assert inspect_lora(result.lora_path).family == "sd2"
+
+
+def test_uploads_are_staged_safely(tmp_path: Path) -> None:
+    import zipfile
+
+    from app.training.staging import stage_uploads
+
+    draw(tmp_path / "one.png", "red", "circle")
+    (tmp_path / "one.txt").write_text("a red circle")
+    (tmp_path / "notes.exe").write_bytes(b"MZ")
+    archive = tmp_path / "set.zip"
+    with zipfile.ZipFile(archive, "w") as bundle:
+        bundle.write(tmp_path / "one.png", "5_things/two.png")
+        bundle.writestr("5_things/two.txt", "a thing")
+        bundle.writestr("../escape.png", b"x")
+        bundle.writestr("/abs.png", b"x")
+        bundle.writestr("__MACOSX/._two.png", b"x")
+    target = tmp_path / "staged"
+    ignored = stage_uploads([tmp_path / "one.png", tmp_path / "one.txt", tmp_path / "notes.exe", archive], target)
+    staged = sorted(p.relative_to(target).as_posix() for p in target.rglob("*") if p.is_file())
+    assert staged == ["5_things/two.png", "5_things/two.txt", "one.png", "one.txt"]
+    assert not (tmp_path / "escape.png").exists()
+    assert any("notes.exe" in line for line in ignored) and any("escape" in line for line in ignored)
+    report = scan_folder(target, caption_overrides={"one.png": "edited caption"})
+    assert {i.path.name: (i.caption, i.repeats) for i in report.images} == {
+        "two.png": ("a thing", 5), "one.png": ("edited caption", 1)}

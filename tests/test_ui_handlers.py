@@ -48,3 +48,18 @@ def test_lora_picker_inserts_a_tag_once() -> None:
     assert with_tag("", "x", 1.0) == "<lora:x:1>"
     assert with_tag("a cat <lora:x:1>", "x", 1.0) == "a cat <lora:x:1>"
     assert with_tag("a cat", None) == "a cat"
+
+
+def test_only_edited_captions_become_overrides(tmp_path) -> None:
+    import pandas as pd
+
+    from app.ui.train_tab import caption_overrides, caption_table
+
+    for name, caption in (("a.png", "first"), ("b.png", "second")):
+        Image.new("RGB", (64, 64)).save(tmp_path / name)
+        (tmp_path / name).with_suffix(".txt").write_text(caption)
+    table, summary = caption_table(tmp_path)
+    assert table.values.tolist() == [["a.png", "first"], ["b.png", "second"]] and summary.startswith("2 images")
+    edited = pd.DataFrame([["a.png", "first"], ["b.png", " changed "], ["ghost.png", "x"]], columns=["image", "caption"])
+    assert caption_overrides(edited, tmp_path) == {"b.png": "changed"}
+    assert (tmp_path / "b.txt").read_text() == "second"  # the user's file is untouched
