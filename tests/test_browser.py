@@ -235,15 +235,9 @@ def test_lora_picker_lists_new_files_after_refresh_and_inserts_the_tag(page, app
 
 def test_train_tab_trains_shows_the_loss_and_hands_the_lora_to_txt2img(page, app: RunningApp,
                                                                         tmp_path: Path) -> None:
-    from PIL import ImageDraw
+    from shape_data import dot_dataset
 
-    folder = tmp_path / "2_dots"
-    folder.mkdir()
-    for index, colour in enumerate(("red", "blue", "green")):
-        image = Image.new("RGB", (64, 64), "white")
-        ImageDraw.Draw(image).ellipse((16, 16, 48, 48), fill=colour)
-        image.save(folder / f"{index}.png")
-        (folder / f"{index}.txt").write_text(f"a {colour} dot")
+    dot_dataset(tmp_path / "2_dots", "a {colour} dot")
     page.get_by_role("tab", name="Train LoRA").click()
     page.fill("#train_output_name textarea, #train_output_name input", "browser-dots")
     page.fill("#train_folder textarea, #train_folder input", str(tmp_path))

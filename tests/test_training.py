@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 import torch
 from diffusers import UNet2DConditionModel
-from PIL import Image, ImageDraw
+from PIL import Image
 from safetensors import safe_open
+from shape_data import draw
 
 from app.engine.lora_files import addnet_hash, inspect_lora
 from app.engine.lora_runtime import ActiveLora, LoraTensorCache, PipelineAdapters
@@ -36,13 +37,6 @@ from app.training.trainer import adapter_state, add_adapters, train
 
 ROOT = Path(__file__).resolve().parent.parent
 SHAPES = [("red", "circle"), ("blue", "square"), ("green", "circle"), ("red", "square")]
-
-
-def draw(path: Path, colour: str, shape: str, size: tuple[int, int] = (64, 64)) -> None:
-    image = Image.new("RGB", size, "white")
-    pen = ImageDraw.Draw(image)
-    (pen.ellipse if shape == "circle" else pen.rectangle)((16, 16, 48, 48), fill=colour)
-    image.save(path)
 
 
 @pytest.fixture(scope="module")

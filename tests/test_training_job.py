@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image
+from shape_data import dot_dataset
 
 from app.engine import Engine, EngineConfig, Txt2ImgRequest
 from app.engine.tiny import build_tiny_pipeline
@@ -20,13 +21,7 @@ def setup(tmp_path: Path):
     models = tmp_path / "models"
     build_tiny_pipeline("sd1", seed=0).save_pretrained(models / "Stable-diffusion" / "tiny")
     (models / "Lora").mkdir()
-    data = tmp_path / "data"
-    data.mkdir()
-    for index, colour in enumerate(("red", "blue", "green")):
-        image = Image.new("RGB", (64, 64), "white")
-        ImageDraw.Draw(image).ellipse((16, 16, 48, 48), fill=colour)
-        image.save(data / f"{index}.png")
-        (data / f"{index}.txt").write_text(f"a {colour} circle")
+    data = dot_dataset(tmp_path / "data")
     engine = Engine(EngineConfig(models_dir=models, outputs_dir=tmp_path / "outputs", default_model="tiny",
                                  device="cpu", preview_every=0))
     yield engine, data
