@@ -45,7 +45,7 @@ class EvaluationReport:
         lines = [f"# LoRA report: {self.lora}", "", f"- base model: {self.base_model}",
                  f"- samples: {len(self.prompts)} prompt(s) x {len(self.seeds)} seed(s), {self.steps} steps, "
                  f"{self.size}x{self.size}",
-                 f"- mean pixel change with the LoRA at weight 1: {self.mean_pixel_change:.1f} / 255"]
+                 f"- mean pixel change with the LoRA at weight 1: {self.mean_pixel_change:.2f} / 255"]
         if self.losses:
             lines.append(f"- training loss: first {self.losses[0]:.4f}, last {self.losses[-1]:.4f}, "
                          f"{len(self.losses)} steps")

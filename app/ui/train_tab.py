@@ -148,8 +148,8 @@ def build_train_tab(engine: Engine) -> TrainTab:
             samples = gr.Gallery(label="Samples during training", columns=4, height=200, elem_id="train_samples")
             report = gr.Markdown(elem_id="train_report")
             with gr.Row():
-                grid = gr.Image(label="Without / with the LoRA", interactive=False, elem_id="train_grid")
-                curve = gr.Image(label="Loss curve", interactive=False, elem_id="train_curve")
+                grid = gr.Image(label="Without / with the LoRA", interactive=False, height=300, elem_id="train_grid")
+                curve = gr.Image(label="Loss curve", interactive=False, height=300, elem_id="train_curve")
             use = gr.Button("Use in txt2img", elem_id="train_use")
             with gr.Accordion("Evaluate any LoRA", open=False):
                 eval_lora = gr.Dropdown(lora_choices(engine), label="LoRA", elem_id="train_eval_lora")
