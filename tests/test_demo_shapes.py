@@ -34,3 +34,36 @@ def test_an_empty_picture_has_no_shape() -> None:
     blank.paste(PALETTE[scene.background], (0, 0, blank.width, blank.height))
     reading = read_picture(blank)
     assert reading.shape is None and reading.background == scene.background
+
+
+def test_the_build_pipeline_runs_end_to_end_and_loads_in_the_engine(tmp_path) -> None:
+    """--quick: a few steps of each stage. The full build is `python -m app.demo.build` (not in CI)."""
+    from app.demo.build import main as build_main
+    from app.demo.tokenizer import shapes_tokenizer
+    from app.engine import Engine, EngineConfig, Txt2ImgRequest
+
+    out = tmp_path / "models" / "Stable-diffusion" / "demo-shapes"
+    build_main(["--quick", "--out", str(out)])
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert sum(p.stat().st_size for p in files) < 40 * 2**20
+    assert {p.name for p in files} >= {"model_index.json", "lora_studio.json", "build_info.json", "vocab.json",
+                                       "merges.txt"}
+    assert not any(p.suffix in (".bin", ".pt", ".ckpt") for p in files)
+    tokens = shapes_tokenizer()("a yellow star on a black background").input_ids
+    assert len(tokens) == 9 and len(shapes_tokenizer()) < 1000  # each caption word is one token
+    import json
+
+    from transformers import CLIPTokenizer
+
+    vocab = json.loads((out / "tokenizer" / "vocab.json").read_text())
+    merges = [tuple(line.split()) for line in (out / "tokenizer" / "merges.txt").read_text().splitlines()[1:]]
+    from_files = CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
+    assert from_files("a yellow star on a black background").input_ids == tokens
+    engine = Engine(EngineConfig(models_dir=tmp_path / "models", outputs_dir=tmp_path / "outputs",
+                                 default_model="demo-shapes", device="cpu", preview_every=0))
+    try:
+        result = engine.generate(Txt2ImgRequest(prompt="a red circle on a blue background", width=64, height=64,
+                                                steps=4, seed=1, save=False))
+    finally:
+        engine.shutdown()
+    assert result.images[0].size == (64, 64) and "Model: demo-shapes" in result.infotexts[0]

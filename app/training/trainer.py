@@ -38,6 +38,7 @@ from app.training.dataset import (
     sample_rng,
     scan_folder,
 )
+from app.training.losses import min_snr_weights
 from app.training.lora_export import kohya_metadata, kohya_tensors, tag_frequency, write_lora_file
 from app.training.text import encode_captions, sdxl_time_ids
 
@@ -290,9 +291,7 @@ def training_loss(indices: list[int], position: int, epoch: int, config: TrainCo
         prediction = unet(noisy, timesteps, hidden, **extra).sample
     per_sample = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
     if config.min_snr_gamma:
-        snr = alphas_cumprod[timesteps] / (1 - alphas_cumprod[timesteps])
-        weight = torch.clamp(snr, max=config.min_snr_gamma) / (snr + 1 if prediction_type == "v_prediction" else snr)
-        per_sample = per_sample * weight
+        per_sample = per_sample * min_snr_weights(alphas_cumprod, timesteps, config.min_snr_gamma, prediction_type)
     return per_sample.mean()
 
 

@@ -1,0 +1,211 @@
+"""Build the bundled "shapes" model from scratch: ``python -m app.demo.build``.
+
+Three stages, all seeded (the same command gives the same model):
+1. a small ``AutoencoderKL`` (64x64 pictures -> 16x16x4 latents) on generated pictures;
+2. a small CLIP text encoder and ``UNet2DConditionModel`` trained together on (latent, caption)
+   pairs, with min-SNR weighting and an EMA of the UNet's weights (what made the probe's model work);
+3. a diffusers folder with a DDIM-style scheduler config (``clip_sample`` off: on, it ruins latent
+   models), the captions' tokenizer and a model card.
+
+Data is drawn fresh for every batch from the shapes generator, without the held-out pairs and the
+star. ``--quick`` runs a few steps of each stage, to check the pipeline end to end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers.training_utils import EMAModel
+from transformers import CLIPTextConfig, CLIPTextModel
+
+from app.demo.shapes import TEMPLATES, random_scene, render
+from app.demo.tokenizer import shapes_tokenizer, write_vocab_files
+from app.training.losses import min_snr_weights
+
+log = logging.getLogger("app.demo.build")
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+NAME = "demo-shapes"
+IMAGE_SIZE = 64
+SCHEDULE = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear"}
+CARD = {
+    "label": "bundled demo: coloured shapes, 64x64",
+    "default_width": IMAGE_SIZE,
+    "default_height": IMAGE_SIZE,
+    "default_steps": 20,
+    "default_cfg_scale": 5,
+    "example_prompts": ["a red circle on a blue background", "a green square on a white background",
+                        "a yellow triangle on a black background"],
+    "evaluator": "shapes",
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m app.demo.build", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=ROOT / "models" / "Stable-diffusion" / NAME)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--vae-steps", type=int, default=800)
+    parser.add_argument("--unet-steps", type=int, default=4500)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--quick", action="store_true", help="a few steps of each stage (a smoke test)")
+    return parser.parse_args(argv)
+
+
+def batch_of(rng: random.Random, size: int) -> tuple[torch.Tensor, list[str]]:
+    """Fresh pictures in [-1, 1] and their captions."""
+    pictures, captions = [], []
+    for _ in range(size):
+        scene = random_scene(rng, IMAGE_SIZE)
+        pictures.append(np.asarray(render(scene, IMAGE_SIZE), dtype=np.float32) / 127.5 - 1)
+        captions.append(scene.caption(rng.choice(TEMPLATES)))
+    return torch.from_numpy(np.stack(pictures)).permute(0, 3, 1, 2), captions
+
+
+def make_vae() -> AutoencoderKL:
+    return AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1,
+                         down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
+                         block_out_channels=(32, 64, 64), norm_num_groups=32, sample_size=IMAGE_SIZE)
+
+
+def make_text_encoder(vocab_size: int, pad_id: int, bos_id: int, eos_id: int) -> CLIPTextModel:
+    return CLIPTextModel(CLIPTextConfig(vocab_size=vocab_size, hidden_size=64, intermediate_size=256,
+                                        num_hidden_layers=3, num_attention_heads=4, max_position_embeddings=77,
+                                        pad_token_id=pad_id, bos_token_id=bos_id, eos_token_id=eos_id,
+                                        hidden_act="quick_gelu", projection_dim=64))
+
+
+def make_unet() -> UNet2DConditionModel:
+    return UNet2DConditionModel(sample_size=IMAGE_SIZE // 4, in_channels=4, out_channels=4, layers_per_block=1,
+                                block_out_channels=(64, 128, 128),
+                                down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+                                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+                                cross_attention_dim=64, attention_head_dim=8, norm_num_groups=32)
+
+
+def train_vae(vae: AutoencoderKL, steps: int, batch: int, seed: int) -> list[float]:
+    rng = random.Random(f"vae:{seed}")
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=0)
+    losses = []
+    vae.train()
+    for step in range(steps):
+        pictures, _ = batch_of(rng, batch)
+        posterior = vae.encode(pictures).latent_dist
+        reconstruction = vae.decode(posterior.sample()).sample
+        loss = F.mse_loss(reconstruction, pictures) + 1e-6 * posterior.kl().mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss))
+        if step % 100 == 0 or step == steps - 1:
+            log.info("vae step %d/%d loss %.5f", step + 1, steps, loss)
+    vae.eval()
+    return losses
+
+
+@torch.no_grad()
+def latent_scale(vae: AutoencoderKL, seed: int) -> float:
+    """1 / the standard deviation of the latents: SD's convention for ``scaling_factor``."""
+    pictures, _ = batch_of(random.Random(f"scale:{seed}"), 128)
+    return float(1.0 / vae.encode(pictures).latent_dist.mode().std())
+
+
+def train_unet(unet: UNet2DConditionModel, text_encoder: CLIPTextModel, tokenizer, vae: AutoencoderKL, steps: int,
+               batch: int, seed: int) -> tuple[list[float], EMAModel]:
+    rng = random.Random(f"unet:{seed}")
+    noise_gen = torch.Generator().manual_seed(seed)
+    scheduler = DDPMScheduler(**SCHEDULE)
+    alphas = scheduler.alphas_cumprod
+    params = list(unet.parameters()) + list(text_encoder.parameters())
+    optimizer = torch.optim.AdamW(params, lr=3e-4, weight_decay=1e-2)
+    ema = EMAModel(unet.parameters(), decay=0.999)
+    scale = vae.config.scaling_factor
+    losses = []
+    unet.train()
+    text_encoder.train()
+    for step in range(steps):
+        pictures, captions = batch_of(rng, batch)
+        captions = [c if rng.random() > 0.1 else "" for c in captions]  # 10% unconditional, for CFG
+        with torch.no_grad():
+            latents = vae.encode(pictures).latent_dist.mode() * scale
+        ids = tokenizer(captions, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+        hidden = text_encoder(ids)[0]
+        timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (batch,), generator=noise_gen)
+        noise = torch.randn(latents.shape, generator=noise_gen)
+        prediction = unet(scheduler.add_noise(latents, noise, timesteps), timesteps, hidden).sample
+        per_sample = F.mse_loss(prediction, noise, reduction="none").mean(dim=(1, 2, 3))
+        loss = (per_sample * min_snr_weights(alphas, timesteps, 5.0, "epsilon")).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        ema.step(unet.parameters())
+        losses.append(float(loss))
+        if step % 100 == 0 or step == steps - 1:
+            log.info("unet step %d/%d loss %.5f", step + 1, steps, loss)
+    return losses, ema
+
+
+def build(args: argparse.Namespace) -> dict:
+    started = time.time()
+    torch.manual_seed(args.seed)
+    vae_steps, unet_steps = (5, 5) if args.quick else (args.vae_steps, args.unet_steps)
+    batch = 4 if args.quick else args.batch
+    tokenizer = shapes_tokenizer()
+    vae = make_vae()
+    vae_losses = train_vae(vae, vae_steps, batch, args.seed)
+    vae.register_to_config(scaling_factor=latent_scale(vae, args.seed))
+    vae.requires_grad_(False)
+    vae_done = time.time()
+    text_encoder = make_text_encoder(len(tokenizer), tokenizer.pad_token_id, tokenizer.bos_token_id,
+                                     tokenizer.eos_token_id)
+    unet = make_unet()
+    unet_losses, ema = train_unet(unet, text_encoder, tokenizer, vae, unet_steps, batch, args.seed)
+    ema.copy_to(unet.parameters())
+    scheduler = DDIMScheduler(**SCHEDULE, clip_sample=False, set_alpha_to_one=False, steps_offset=1)
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder.eval(), tokenizer=tokenizer, unet=unet.eval(),
+                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+    info = {"seed": args.seed, "vae_steps": vae_steps, "unet_steps": unet_steps, "batch": batch,
+            "vae_minutes": round((vae_done - started) / 60, 2), "total_minutes": round((time.time() - started) / 60, 2),
+            "final_vae_loss": float(np.mean(vae_losses[-50:])), "final_unet_loss": float(np.mean(unet_losses[-50:])),
+            "scaling_factor": vae.config.scaling_factor, "torch": torch.__version__}
+    write_model(pipe, args.out, info)
+    return info
+
+
+def write_model(pipe: StableDiffusionPipeline, out: Path, info: dict) -> None:
+    """Save to a temporary folder beside ``out``, then swap it in: never a half-written model."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".writing-", dir=out.parent))
+    try:
+        pipe.save_pretrained(staging, safe_serialization=True)
+        write_vocab_files(staging / "tokenizer")
+        (staging / "lora_studio.json").write_text(json.dumps(CARD, indent=2), encoding="utf-8")
+        (staging / "build_info.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
+        if out.exists():
+            shutil.rmtree(out)
+        staging.rename(out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    info = build(parse_args(argv))
+    print(json.dumps(info))
+
+
+if __name__ == "__main__":
+    main()
