@@ -59,6 +59,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--vae-steps", type=int, default=800)
     parser.add_argument("--unet-steps", type=int, default=4500)
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--pool", type=int, default=16384, help="scenes encoded once for the UNet stage")
     parser.add_argument("--quick", action="store_true", help="a few steps of each stage (a smoke test)")
     return parser.parse_args(argv)
 
@@ -94,13 +95,13 @@ def make_unet() -> UNet2DConditionModel:
                                 cross_attention_dim=64, attention_head_dim=8, norm_num_groups=32)
 
 
-def train_vae(vae: AutoencoderKL, steps: int, batch: int, seed: int) -> list[float]:
+def train_vae(vae: AutoencoderKL, steps: int, batch: int, seed: int, device: torch.device) -> list[float]:
     rng = random.Random(f"vae:{seed}")
     optimizer = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=0)
     losses = []
     vae.train()
     for step in range(steps):
-        pictures, _ = batch_of(rng, batch)
+        pictures = batch_of(rng, batch)[0].to(device)
         posterior = vae.encode(pictures).latent_dist
         reconstruction = vae.decode(posterior.sample()).sample
         loss = F.mse_loss(reconstruction, pictures) + 1e-6 * posterior.kl().mean()
@@ -115,14 +116,29 @@ def train_vae(vae: AutoencoderKL, steps: int, batch: int, seed: int) -> list[flo
 
 
 @torch.no_grad()
-def latent_scale(vae: AutoencoderKL, seed: int) -> float:
+def latent_scale(vae: AutoencoderKL, seed: int, device: torch.device) -> float:
     """1 / the standard deviation of the latents: SD's convention for ``scaling_factor``."""
-    pictures, _ = batch_of(random.Random(f"scale:{seed}"), 128)
+    pictures = batch_of(random.Random(f"scale:{seed}"), 128)[0].to(device)
     return float(1.0 / vae.encode(pictures).latent_dist.mode().std())
 
 
+@torch.no_grad()
+def latent_pool(vae: AutoencoderKL, count: int, seed: int, device: torch.device) -> tuple[torch.Tensor, list]:
+    """``count`` scenes encoded once (the training's latent cache, in memory): the UNet stage then
+    never runs the VAE. Captions are drawn per use, so the wording still varies."""
+    rng = random.Random(f"pool:{seed}")
+    scenes = [random_scene(rng, IMAGE_SIZE) for _ in range(count)]
+    chunks = []
+    for start in range(0, count, 64):
+        part = scenes[start:start + 64]
+        pixels = torch.from_numpy(np.stack([np.asarray(render(s, IMAGE_SIZE), dtype=np.float32) / 127.5 - 1
+                                            for s in part])).permute(0, 3, 1, 2).to(device)
+        chunks.append(vae.encode(pixels).latent_dist.mode() * vae.config.scaling_factor)
+    return torch.cat(chunks), scenes
+
+
 def train_unet(unet: UNet2DConditionModel, text_encoder: CLIPTextModel, tokenizer, vae: AutoencoderKL, steps: int,
-               batch: int, seed: int) -> tuple[list[float], EMAModel]:
+               batch: int, seed: int, device: torch.device, pool_size: int) -> tuple[list[float], EMAModel]:
     rng = random.Random(f"unet:{seed}")
     noise_gen = torch.Generator().manual_seed(seed)
     scheduler = DDPMScheduler(**SCHEDULE)
@@ -130,22 +146,23 @@ def train_unet(unet: UNet2DConditionModel, text_encoder: CLIPTextModel, tokenize
     params = list(unet.parameters()) + list(text_encoder.parameters())
     optimizer = torch.optim.AdamW(params, lr=3e-4, weight_decay=1e-2)
     ema = EMAModel(unet.parameters(), decay=0.999)
-    scale = vae.config.scaling_factor
+    pool, scenes = latent_pool(vae, pool_size, seed, device)
     losses = []
     unet.train()
     text_encoder.train()
     for step in range(steps):
-        pictures, captions = batch_of(rng, batch)
-        captions = [c if rng.random() > 0.1 else "" for c in captions]  # 10% unconditional, for CFG
-        with torch.no_grad():
-            latents = vae.encode(pictures).latent_dist.mode() * scale
-        ids = tokenizer(captions, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+        picks = [rng.randrange(len(scenes)) for _ in range(batch)]
+        latents = pool[picks]
+        captions = [scenes[i].caption(rng.choice(TEMPLATES)) if rng.random() > 0.1 else "" for i in picks]
+        ids = tokenizer(captions, padding="max_length", max_length=77, truncation=True,
+                        return_tensors="pt").input_ids.to(device)
         hidden = text_encoder(ids)[0]
         timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (batch,), generator=noise_gen)
-        noise = torch.randn(latents.shape, generator=noise_gen)
+        noise = torch.randn(latents.shape, generator=noise_gen).to(device)
+        timesteps = timesteps.to(device)
         prediction = unet(scheduler.add_noise(latents, noise, timesteps), timesteps, hidden).sample
         per_sample = F.mse_loss(prediction, noise, reduction="none").mean(dim=(1, 2, 3))
-        loss = (per_sample * min_snr_weights(alphas, timesteps, 5.0, "epsilon")).mean()
+        loss = (per_sample * min_snr_weights(alphas, timesteps, 5.0, "epsilon")).mean()  # 10% empty captions: CFG
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -162,22 +179,27 @@ def build(args: argparse.Namespace) -> dict:
     torch.manual_seed(args.seed)
     vae_steps, unet_steps = (5, 5) if args.quick else (args.vae_steps, args.unet_steps)
     batch = 4 if args.quick else args.batch
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     tokenizer = shapes_tokenizer()
-    vae = make_vae()
-    vae_losses = train_vae(vae, vae_steps, batch, args.seed)
-    vae.register_to_config(scaling_factor=latent_scale(vae, args.seed))
+    vae = make_vae().to(device)
+    vae_losses = train_vae(vae, vae_steps, batch, args.seed, device)
+    vae.register_to_config(scaling_factor=latent_scale(vae, args.seed, device))
     vae.requires_grad_(False)
     vae_done = time.time()
     text_encoder = make_text_encoder(len(tokenizer), tokenizer.pad_token_id, tokenizer.bos_token_id,
                                      tokenizer.eos_token_id)
-    unet = make_unet()
-    unet_losses, ema = train_unet(unet, text_encoder, tokenizer, vae, unet_steps, batch, args.seed)
+    text_encoder.to(device)
+    unet = make_unet().to(device)
+    pool_size = 256 if args.quick else args.pool
+    unet_losses, ema = train_unet(unet, text_encoder, tokenizer, vae, unet_steps, batch, args.seed, device, pool_size)
     ema.copy_to(unet.parameters())
+    vae, text_encoder, unet = vae.cpu(), text_encoder.cpu(), unet.cpu()
     scheduler = DDIMScheduler(**SCHEDULE, clip_sample=False, set_alpha_to_one=False, steps_offset=1)
     pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder.eval(), tokenizer=tokenizer, unet=unet.eval(),
                                    scheduler=scheduler, safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)
     info = {"seed": args.seed, "vae_steps": vae_steps, "unet_steps": unet_steps, "batch": batch,
+            "device": str(device), "pool": pool_size,
             "vae_minutes": round((vae_done - started) / 60, 2), "total_minutes": round((time.time() - started) / 60, 2),
             "final_vae_loss": float(np.mean(vae_losses[-50:])), "final_unet_loss": float(np.mean(unet_losses[-50:])),
             "scaling_factor": vae.config.scaling_factor, "torch": torch.__version__}
