@@ -3,7 +3,8 @@ merge list, so the app can tokenize offline.
 
 Input: ``bpe_simple_vocab_16e6.txt.gz`` (inside the ``open_clip_torch`` wheel:
 ``pip download --no-deps open_clip_torch``). Output: ``vocab.json`` and ``merges.txt`` in the
-Hugging Face CLIP format. Run once; the outputs are committed under app/engine/configs/clip_tokenizer.
+Hugging Face CLIP format. Run once, from the project root (``.venv/bin/python -m scripts.derive_clip_vocab``);
+the outputs are committed under app/engine/configs/clip_tokenizer.
 """
 
 from __future__ import annotations
@@ -13,24 +14,9 @@ import gzip
 import json
 from pathlib import Path
 
+from app.engine.tokenizers import byte_alphabet
+
 MERGE_LINES = 48894  # CLIP uses merge lines 1..48894 of the file (line 0 is a version header)
-
-
-def byte_alphabet() -> list[str]:
-    """The 256 printable stand-ins for raw bytes, in GPT-2/CLIP order."""
-    printable = (
-        list(range(ord("!"), ord("~") + 1))
-        + list(range(ord("¡"), ord("¬") + 1))
-        + list(range(ord("®"), ord("ÿ") + 1))
-    )
-    codes = list(printable)
-    extra = 0
-    for b in range(256):
-        if b not in printable:
-            printable.append(b)
-            codes.append(256 + extra)
-            extra += 1
-    return [chr(c) for c in codes]
 
 
 def derive(bpe_gz: Path, out_dir: Path) -> int:

@@ -64,14 +64,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def batch_of(rng: random.Random, size: int) -> tuple[torch.Tensor, list[str]]:
-    """Fresh pictures in [-1, 1] and their captions."""
-    pictures, captions = [], []
-    for _ in range(size):
-        scene = random_scene(rng, IMAGE_SIZE)
-        pictures.append(np.asarray(render(scene, IMAGE_SIZE), dtype=np.float32) / 127.5 - 1)
-        captions.append(scene.caption(rng.choice(TEMPLATES)))
-    return torch.from_numpy(np.stack(pictures)).permute(0, 3, 1, 2), captions
+def pixels_of(scenes: list) -> torch.Tensor:
+    """The scenes drawn, as a (N, 3, H, W) batch in [-1, 1]."""
+    arrays = [np.asarray(render(scene, IMAGE_SIZE), dtype=np.float32) / 127.5 - 1 for scene in scenes]
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
+
+
+def fresh_pixels(rng: random.Random, size: int) -> torch.Tensor:
+    return pixels_of([random_scene(rng, IMAGE_SIZE) for _ in range(size)])
 
 
 def make_vae() -> AutoencoderKL:
@@ -101,7 +101,7 @@ def train_vae(vae: AutoencoderKL, steps: int, batch: int, seed: int, device: tor
     losses = []
     vae.train()
     for step in range(steps):
-        pictures = batch_of(rng, batch)[0].to(device)
+        pictures = fresh_pixels(rng, batch).to(device)
         posterior = vae.encode(pictures).latent_dist
         reconstruction = vae.decode(posterior.sample()).sample
         loss = F.mse_loss(reconstruction, pictures) + 1e-6 * posterior.kl().mean()
@@ -118,7 +118,7 @@ def train_vae(vae: AutoencoderKL, steps: int, batch: int, seed: int, device: tor
 @torch.no_grad()
 def latent_scale(vae: AutoencoderKL, seed: int, device: torch.device) -> float:
     """1 / the standard deviation of the latents: SD's convention for ``scaling_factor``."""
-    pictures = batch_of(random.Random(f"scale:{seed}"), 128)[0].to(device)
+    pictures = fresh_pixels(random.Random(f"scale:{seed}"), 128).to(device)
     return float(1.0 / vae.encode(pictures).latent_dist.mode().std())
 
 
@@ -130,9 +130,7 @@ def latent_pool(vae: AutoencoderKL, count: int, seed: int, device: torch.device)
     scenes = [random_scene(rng, IMAGE_SIZE) for _ in range(count)]
     chunks = []
     for start in range(0, count, 64):
-        part = scenes[start:start + 64]
-        pixels = torch.from_numpy(np.stack([np.asarray(render(s, IMAGE_SIZE), dtype=np.float32) / 127.5 - 1
-                                            for s in part])).permute(0, 3, 1, 2).to(device)
+        pixels = pixels_of(scenes[start:start + 64]).to(device)
         chunks.append(vae.encode(pixels).latent_dist.mode() * vae.config.scaling_factor)
     return torch.cat(chunks), scenes
 

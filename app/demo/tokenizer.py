@@ -14,22 +14,9 @@ from pathlib import Path
 from transformers import CLIPTokenizer
 
 from app.demo.shapes import HELD_OUT_SHAPE, PALETTE, SHAPES, TEMPLATES
+from app.engine.tokenizers import byte_alphabet
 
 START, END = "<|startoftext|>", "<|endoftext|>"
-
-
-def byte_alphabet() -> list[str]:
-    """CLIP's (GPT-2's) printable stand-ins for the 256 byte values, in CLIP's order."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
-        list(range(ord("®"), ord("ÿ") + 1))
-    codes = printable[:]
-    extra = 0
-    for byte in range(256):
-        if byte not in printable:
-            printable.append(byte)
-            codes.append(256 + extra)
-            extra += 1
-    return [chr(c) for c in codes]
 
 
 def caption_words() -> list[str]:

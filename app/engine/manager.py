@@ -58,11 +58,7 @@ class LoadedModel:
 
     @property
     def family(self) -> str:
-        """"sdxl", "sd2" or "sd1" (SD 2.x pads its prompts with "!", SD 1.x with end-of-text)."""
-        if getattr(self.txt2img, "text_encoder_2", None) is not None:
-            return "sdxl"
-        tokenizer = self.txt2img.tokenizer
-        return "sd2" if tokenizer is not None and tokenizer.pad_token == "!" else "sd1"
+        return pipeline_family(self.txt2img)
 
     @property
     def is_inpainting_model(self) -> bool:
@@ -89,6 +85,14 @@ class LoadedModel:
             built.set_progress_bar_config(disable=True)
             self._variants[key] = built
         return self._variants[key]
+
+
+def pipeline_family(pipe: DiffusionPipeline) -> str:
+    """"sdxl", "sd2" or "sd1" (SD 2.x pads its prompts with "!", SD 1.x with end-of-text)."""
+    if getattr(pipe, "text_encoder_2", None) is not None:
+        return "sdxl"
+    tokenizer = getattr(pipe, "tokenizer", None)
+    return "sd2" if tokenizer is not None and tokenizer.pad_token == "!" else "sd1"
 
 
 def read_pipeline(entry: ModelEntry, dtype: torch.dtype, *, allow_pickle: bool = False) -> DiffusionPipeline:

@@ -56,8 +56,7 @@ class ModelRegistry:
     def __init__(self, models_dir: Path, extra_checkpoints: tuple[Path, ...] = ()) -> None:
         self.models_dir = Path(models_dir)
         self.extra_checkpoints = tuple(Path(p) for p in extra_checkpoints)
-        self._hashes: dict[tuple[Path, int, int], str] = {}
-        self._facts: dict[tuple[str, Path, int, int], object] = {}
+        self._facts: dict[tuple[str, Path, int, int], object] = {}  # per file version: hashes, LoRA facts
         self._lock = threading.Lock()
 
     # ----- listing -------------------------------------------------------------------------
@@ -158,15 +157,7 @@ class ModelRegistry:
         target = _hash_target(entry)
         if target is None:
             return None
-        stat = target.stat()
-        key = (target, stat.st_mtime_ns, stat.st_size)
-        with self._lock:
-            cached = self._hashes.get(key)
-        if cached is None:
-            cached = sha256_file(target)
-            with self._lock:
-                self._hashes[key] = cached
-        return cached[:10]
+        return self._cached("sha256", target, lambda: sha256_file(target))[:10]
 
 
 def is_hub_id(name: str) -> bool:

@@ -18,6 +18,24 @@ PAD_EOS = "<|endoftext|>"
 PAD_BANG = "!"
 
 
+def byte_alphabet() -> list[str]:
+    """The 256 printable stand-ins for raw bytes, in GPT-2/CLIP order: the first entries of every
+    CLIP BPE vocabulary (SD's, rebuilt by scripts/derive_clip_vocab.py, and the demo model's)."""
+    printable = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
+    codes = list(printable)
+    extra = 0
+    for b in range(256):
+        if b not in printable:
+            printable.append(b)
+            codes.append(256 + extra)
+            extra += 1
+    return [chr(c) for c in codes]
+
+
 @lru_cache(maxsize=1)
 def _vocab_and_merges() -> tuple[dict[str, int], tuple[tuple[str, str], ...]]:
     vocab = json.loads((CLIP_VOCAB_DIR / "vocab.json").read_text(encoding="utf-8"))

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from app.engine.registry import sha256_file
 from app.training.dataset import TrainImage, fit_to_bucket
 from app.training.text import encode_captions
 
@@ -23,10 +24,6 @@ log = logging.getLogger(__name__)
 
 def _digest(*parts: object) -> str:
     return hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).hexdigest()[:32]
-
-
-def file_digest(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def image_tensor(image: TrainImage, bucket: tuple[int, int], flipped: bool) -> torch.Tensor:
@@ -60,7 +57,7 @@ class LatentCache:
             return
         self.folder.mkdir(parents=True, exist_ok=True)
         for image, bucket in zip(images, bucket_of):
-            digest = file_digest(image.path)
+            digest = sha256_file(image.path)
             for flipped in (False, True) if flips else (False,):
                 key = _digest(self.model_key, digest, bucket, flipped)
                 path = self.folder / f"{key}.safetensors"

@@ -25,7 +25,7 @@ from diffusers.optimization import get_scheduler
 from peft import LoraConfig, inject_adapter_in_model
 from safetensors.torch import load_file, save_file
 
-from app.engine.manager import read_pipeline
+from app.engine.manager import pipeline_family, read_pipeline
 from app.engine.registry import ModelRegistry
 from app.training.cache import LatentCache, TextCache
 from app.training.config import TEXT_TARGETS, UNET_CONV_TARGETS, UNET_TARGETS, TrainConfig
@@ -78,12 +78,6 @@ class TrainResult:
     samples: list[Path] = field(default_factory=list)
 
 
-def family_of(pipe) -> str:
-    if getattr(pipe, "text_encoder_2", None) is not None:
-        return "sdxl"
-    return "sd2" if pipe.tokenizer.pad_token == "!" else "sd1"
-
-
 def train(config: TrainConfig, *, registry: ModelRegistry | None = None,
           on_progress: Callable[[TrainProgress], None] | None = None,
           should_stop: Callable[[], bool] | None = None) -> TrainResult:
@@ -100,7 +94,7 @@ def train(config: TrainConfig, *, registry: ModelRegistry | None = None,
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(config.mixed_precision, torch.float32)
     pipe = read_pipeline(entry, weight_dtype)
     pipe.set_progress_bar_config(disable=True)
-    family = family_of(pipe)
+    family = pipeline_family(pipe)
     device = accelerator.device
     unet, vae = pipe.unet, pipe.vae
     text_encoders = [getattr(pipe, name) for name in TEXT_COMPONENTS if getattr(pipe, name, None) is not None]

@@ -81,7 +81,7 @@ def model_choices(engine: Engine) -> tuple[list[str], list[str]]:
 
 def settings_controls(engine: Engine, tab: str) -> tuple[SettingsControls, SettingsButtons]:
     """Build the settings column (inside the caller's layout)."""
-    card = _default_card(engine)
+    card = default_card(engine)
     checkpoints, vaes = model_choices(engine)
     with gr.Row(equal_height=True):
         model = gr.Dropdown(checkpoints, value=engine.config.default_model, label="Checkpoint", scale=4,
@@ -146,7 +146,8 @@ def interrupt(engine: Engine) -> Callable[[gr.Request], str]:
     return handler
 
 
-def _default_card(engine: Engine) -> dict:
+def default_card(engine: Engine) -> dict:
+    """The default model's ``lora_studio.json`` notes (default size, steps), or {}."""
     try:
         return engine.registry.find_checkpoint(engine.config.default_model or "").card()
     except ValueError:

@@ -19,7 +19,7 @@ from app.engine import Engine
 from app.training.config import TrainConfig
 from app.training.dataset import scan_folder
 from app.training.staging import stage_uploads
-from app.ui.generate_tab import interrupt, owner_of
+from app.ui.generate_tab import default_card, interrupt, owner_of
 from app.ui.lora_picker import lora_choices, with_tag
 from app.ui.progress import progress_html
 
@@ -94,7 +94,7 @@ def _picture(path: str | None) -> Image.Image | None:
 
 def build_train_tab(engine: Engine) -> TrainTab:
     checkpoints = [e.name for e in engine.registry.checkpoints()]
-    card = _default_card(engine)
+    card = default_card(engine)
     with gr.Row():
         with gr.Column(scale=1):
             base_model = gr.Dropdown(checkpoints, value=engine.config.default_model, label="Base model",
@@ -252,10 +252,3 @@ def use_in_prompt(name: str, prompt: str) -> tuple[Any, Any]:
     if not name:
         raise gr.Error("Train a LoRA first.")
     return with_tag(prompt, name, 1.0), gr.Tabs(selected="txt2img")
-
-
-def _default_card(engine: Engine) -> dict:
-    try:
-        return engine.registry.find_checkpoint(engine.config.default_model or "").card()
-    except ValueError:
-        return {}
