@@ -147,9 +147,8 @@ class ModelManager:
             self._models[key] = loaded
             return loaded
 
-    def vae(self, name: str, like: AutoencoderKL) -> AutoencoderKL:
-        """A VAE from models/VAE, built with the same config as ``like`` (the model's own VAE)."""
-        entry = self.registry.find_vae(name)
+    def vae(self, entry: ModelEntry, like: AutoencoderKL) -> AutoencoderKL:
+        """A VAE from models/VAE (found by the caller), built with the same config as ``like``."""
         key = (entry.name, str(like.dtype))
         with self._lock:
             if key not in self._vaes:

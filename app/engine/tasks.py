@@ -98,7 +98,8 @@ def run_generation(ctx: JobContext, request: GenerationRequest, manager: ModelMa
     """Run every batch of ``request``; save and return the images."""
     ctx.emit("loading", message=f"Loading {request.model or manager.config.default_model}")
     loaded = manager.get(request.model)
-    vae = manager.vae(request.vae, like=loaded.txt2img.vae) if request.vae else None
+    vae_entry = manager.registry.find_vae(request.vae) if request.vae else None
+    vae = manager.vae(vae_entry, like=loaded.txt2img.vae) if vae_entry else None
     prompt, loras = resolve_loras(request, manager.registry)
     assert loaded.adapters is not None
     loaded.adapters.activate(loras)  # exactly this job's LoRAs, or the exact base model
@@ -115,7 +116,7 @@ def run_generation(ctx: JobContext, request: GenerationRequest, manager: ModelMa
     inputs = prepare_inputs(request, loaded)
     clock = _JobClock()
     result = JobResult(info={"model": model_display_name(loaded), "model_hash": loaded.model_hash})
-    vae_hash = manager.registry.short_hash(manager.registry.find_vae(request.vae)) if request.vae else None
+    vae_hash = manager.registry.short_hash(vae_entry) if vae_entry else None
     lora_hashes = {lora.name: manager.registry.lora_hash(lora.path)[:12] for lora in loras}
     for batch_index in range(request.batch_count):
         batch_seeds = seeds[batch_index * request.batch_size:(batch_index + 1) * request.batch_size]
