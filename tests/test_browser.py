@@ -137,10 +137,18 @@ def test_paint_a_mask_by_dragging_and_inpaint_only_there(page, app: RunningApp, 
     Image.fromarray(gradient).save(picture)
 
     page.get_by_role("tab", name="Inpaint").click()
-    page.locator("#inpaint_editor input[type=file]").set_input_files(str(picture))
+    placeholder = page.locator("#inpaint_editor").get_by_text("Upload an image")
+    for attempt in range(3):  # a tab shown for the first time may not handle its file input yet
+        page.locator("#inpaint_editor input[type=file]").set_input_files(str(picture))
+        try:
+            placeholder.wait_for(state="hidden", timeout=10_000)
+            break
+        except playwright_api.TimeoutError:
+            if attempt == 2:
+                page.screenshot(path=str(SHOTS / "inpaint-upload-failed.png"), full_page=True)
+                raise
     canvas = page.locator("#inpaint_editor canvas").first
     canvas.wait_for()
-    page.locator("#inpaint_editor").get_by_text("Upload an image").wait_for(state="hidden", timeout=30_000)
     page.wait_for_timeout(1000)  # the editor fits the picture to the canvas
     box = canvas.bounding_box()
     centre_x, centre_y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
