@@ -2,7 +2,7 @@
 infotext, PNG save) and as a direct diffusers call, alternated; plus the cost of building the
 img2img/inpaint variants from the loaded txt2img pipeline.
 
-    .venv/bin/python bench/engine_overhead.py [--model NAME] [--size 256] [--steps 20] [--runs 5]
+    .venv/bin/python bench/engine_overhead.py [--model NAME | --arch tiny|sd15] [--size 256] [--steps 20] [--runs 5]
 
 Prints its figures, then one JSON line. Target: overhead_ratio <= 1.03 with a model that needs
 at least 0.5 s per image, variant_extra_params == 0.
@@ -23,12 +23,15 @@ from diffusers import DiffusionPipeline
 from app.engine import Engine, EngineConfig, Txt2ImgRequest
 from app.engine.placeholder import ensure_placeholder_model
 from app.engine.samplers import make_scheduler, resolve_sampler
+from random_sd15 import build_sd15
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models-dir", type=Path, default=None, help="default: a temporary folder with the placeholder")
     parser.add_argument("--model", default=None, help="checkpoint name in models/Stable-diffusion")
+    parser.add_argument("--arch", choices=["tiny", "sd15"], default="tiny",
+                        help="without --model: the tiny placeholder, or SD 1.5's architecture with random weights")
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--runs", type=int, default=5)
@@ -42,7 +45,12 @@ def main() -> None:
     args = parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="bench-engine-"))
     models_dir = args.models_dir or workdir / "models"
-    model = args.model or ensure_placeholder_model(models_dir)
+    if args.model:
+        model = args.model
+    elif args.arch == "sd15":
+        model = build_sd15(models_dir, torch.float16 if torch.cuda.is_available() else torch.float32)
+    else:
+        model = ensure_placeholder_model(models_dir)
     engine = Engine(EngineConfig(models_dir=models_dir, outputs_dir=workdir / "outputs", default_model=model,
                                  device=args.device, dtype=args.dtype, preview_every=2))
     request = Txt2ImgRequest(prompt="a red circle on a blue background", seed=1234, width=args.size,

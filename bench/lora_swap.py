@@ -35,6 +35,7 @@ from app.engine import Engine, EngineConfig, Job, JobResult, Txt2ImgRequest
 from app.engine.lora_keys import kohya_unet_name
 from app.engine.lora_runtime import ActiveLora
 from app.engine.placeholder import ensure_placeholder_model
+from random_sd15 import build_sd15
 
 UNET_PARTS = ("attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0", "attn2.to_q", "attn2.to_k",
               "attn2.to_v", "attn2.to_out.0", "ff.net.0.proj", "ff.net.2")
@@ -51,27 +52,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto")
     return parser.parse_args()
-
-
-def build_sd15(models_dir: Path, dtype: torch.dtype) -> str:
-    """An SD 1.5-architecture diffusers folder with random weights, from the shipped SD 1.x config."""
-    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    from app.engine.checkpoints import CONFIGS_DIR
-    from app.engine.tiny import SD_SCHEDULER
-    from app.engine.tokenizers import clip_tokenizer
-
-    config = CONFIGS_DIR / "sd1"
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(config / "unet"))
-    vae = AutoencoderKL.from_config(AutoencoderKL.load_config(config / "vae"))
-    text_encoder = CLIPTextModel(CLIPTextConfig.from_pretrained(config / "text_encoder"))
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=clip_tokenizer(), unet=unet,
-                                   scheduler=EulerDiscreteScheduler(**SD_SCHEDULER), safety_checker=None,
-                                   feature_extractor=None, requires_safety_checker=False)
-    pipe.to(dtype=dtype).save_pretrained(models_dir / "Stable-diffusion" / "random-sd15")
-    return "random-sd15"
 
 
 def write_lora(unet: torch.nn.Module, path: Path, rank: int, seed: int) -> int:

@@ -24,6 +24,7 @@ from PIL import Image, ImageDraw
 from app.engine.placeholder import ensure_placeholder_model
 from app.training.config import TrainConfig
 from app.training.trainer import train
+from random_sd15 import build_sd15
 
 
 def parse_args() -> argparse.Namespace:
@@ -71,8 +72,6 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="bench-train-"))
     models_dir = workdir / "models"
     if args.arch == "sd15":
-        from lora_swap import build_sd15
-
         model = build_sd15(models_dir, torch.float32)
     else:
         model = ensure_placeholder_model(models_dir)

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The GPU figures of bench/RESULTS.md, in one go on a lent CUDA machine whose python3 has torch:
+#   bash bench/gpu_session.sh benches   # engine_overhead, lora_swap and train_throughput, SD 1.5 arch
+#   bash bench/gpu_session.sh demo      # python -m app.demo.build on the GPU, packed for the trip back
+# Packages the image lacks (or has in other versions) travel as wheels in .whl/ and go to /tmp/site.
+# Logs and results land in $OUT (default: ./gpu-out).
+set -u
+OUT=${OUT:-gpu-out}
+mkdir -p "$OUT"
+[ -n "${SKIP_WHEELS:-}" ] || python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-6}
+nvidia-smi -L
+python3 -c "import torch, diffusers, transformers, peft; print('torch', torch.__version__, 'diffusers', diffusers.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__)"
+
+bench() {  # name, time limit, arguments...
+  local name=$1 limit=$2; shift 2
+  local started=$SECONDS
+  timeout "$limit" python3 "bench/$name.py" "$@" > "$OUT/$name.log" 2>&1
+  echo "== $name rc=$? in $((SECONDS - started)) s"
+  grep -v "^\[transformers\]" "$OUT/$name.log" | tail -4
+}
+
+case "${1:-benches}" in
+  benches)
+    bench engine_overhead 110 --arch sd15 --size 512 --steps 20 --runs 5
+    bench lora_swap 150 --arch sd15 --runs 4 --swaps 10
+    bench train_throughput 160 --arch sd15 --batch 1 4 --steps 30
+    ;;
+  demo)  # the default build; DEMO_BIG_ARGS adds a longer one beside it, in parallel
+    build() {  # folder name, arguments...
+      local name=$1; shift
+      timeout "${DEMO_LIMIT:-400}" python3 -m app.demo.build --out "/tmp/demo-build/$name" "$@" > "$OUT/$name.log" 2>&1
+      echo "== $name rc=$?"
+      tail -1 "$OUT/$name.log"
+      if [ -f "/tmp/demo-build/$name/build_info.json" ]; then
+        tar -C /tmp/demo-build -czf "/tmp/$name.tar.gz" "$name" && split -b 15M "/tmp/$name.tar.gz" "$OUT/$name.tar.gz.part-"
+      fi
+    }
+    started=$SECONDS
+    [ -n "${DEMO_BIG_ARGS:-}" ] && build demo-shapes-big $DEMO_BIG_ARGS &
+    build demo-shapes ${DEMO_ARGS:-}
+    wait
+    echo "== demo builds done in $((SECONDS - started)) s"
+    ls -la "$OUT"
+    ;;
+esac
