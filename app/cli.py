@@ -59,9 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def engine_config_from_args(args: argparse.Namespace):
-    """Turn parsed flags into an EngineConfig, writing the placeholder model if none is given."""
+    """Turn parsed flags into an EngineConfig; without --model, the bundled demo model."""
     from app.engine.config import EngineConfig
-    from app.engine.placeholder import ensure_placeholder_model
     from app.engine.registry import CHECKPOINT_DIR, LORA_DIR, VAE_DIR
 
     for folder in (CHECKPOINT_DIR, LORA_DIR, VAE_DIR):  # A1111's layout, ready for the user's files
@@ -72,13 +71,28 @@ def engine_config_from_args(args: argparse.Namespace):
         extra = (Path(model).resolve(),)
         model = Path(model).name
     if model is None:
-        model = ensure_placeholder_model(args.models_dir)
+        model, extra = start_model(args.models_dir)
     return EngineConfig(
         models_dir=args.models_dir, outputs_dir=args.outputs_dir, default_model=model,
         device=args.device, dtype=args.dtype, attention=args.attention,
         max_resident_models=args.max_models, allow_pickle=args.allow_pickle, extra_checkpoints=extra,
         lora_cache_mb=args.lora_cache_mb, max_loaded_loras=args.max_loras,
     )
+
+
+def start_model(models_dir: Path) -> tuple[str, tuple[Path, ...]]:
+    """The model the app opens on when none is named: the bundled demo model (committed under this
+    repository's models/, also offered when --models-dir points elsewhere), else the placeholder."""
+    from app.demo import DEMO_MODEL, bundled_demo_model
+    from app.engine.placeholder import ensure_placeholder_model
+    from app.engine.registry import CHECKPOINT_DIR
+
+    if (models_dir / CHECKPOINT_DIR / DEMO_MODEL / "model_index.json").is_file():
+        return DEMO_MODEL, ()
+    bundled = bundled_demo_model()
+    if bundled is not None:
+        return DEMO_MODEL, (bundled,)
+    return ensure_placeholder_model(models_dir), ()
 
 
 def serve_options_from_args(args: argparse.Namespace):

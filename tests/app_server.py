@@ -12,6 +12,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.engine.placeholder import ensure_placeholder_model
+
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
 
@@ -62,10 +64,12 @@ def free_port() -> int:
 def start_app(workdir: Path, *args: str, timeout: float = 180.0) -> RunningApp:
     """``launch.py --models-dir workdir/models --outputs-dir workdir/outputs *args`` on a free port.
 
-    With no ``--model`` it writes and serves the placeholder model (64x64, few steps), exactly
-    what a first start does.
+    With no ``--model`` it serves the placeholder model (64x64, few steps, written first), so the
+    tests do not depend on the bundled demo model's pictures.
     """
     models, outputs = workdir / "models", workdir / "outputs"
+    if "--model" not in args:
+        args = ("--model", ensure_placeholder_model(models), *args)
     port = free_port()
     log_path = workdir / f"app-{port}.log"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1",

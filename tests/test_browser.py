@@ -87,6 +87,15 @@ def gallery_image(page, tab: str) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(body)).convert("RGB")).astype(int)
 
 
+def requests_in_flight(page) -> set[str]:
+    """A live set of the page's requests not yet finished or failed (to tell why an upload hangs)."""
+    pending: set[str] = set()
+    page.on("request", lambda r: pending.add(f"{r.method} {r.url}"))
+    page.on("requestfinished", lambda r: pending.discard(f"{r.method} {r.url}"))
+    page.on("requestfailed", lambda r: pending.discard(f"{r.method} {r.url}"))
+    return pending
+
+
 def saved(app: RunningApp, folder: str) -> list[Path]:
     return sorted((app.outputs_dir / folder).rglob("*.png"))
 
@@ -136,17 +145,15 @@ def test_paint_a_mask_by_dragging_and_inpaint_only_there(page, app: RunningApp, 
     picture = tmp_path / "gradient.png"
     Image.fromarray(gradient).save(picture)
 
+    in_flight = requests_in_flight(page)
     page.get_by_role("tab", name="Inpaint").click()
     placeholder = page.locator("#inpaint_editor").get_by_text("Upload an image")
-    for attempt in range(3):  # a tab shown for the first time may not handle its file input yet
-        page.locator("#inpaint_editor input[type=file]").set_input_files(str(picture))
-        try:
-            placeholder.wait_for(state="hidden", timeout=10_000)
-            break
-        except playwright_api.TimeoutError:
-            if attempt == 2:
-                page.screenshot(path=str(SHOTS / "inpaint-upload-failed.png"), full_page=True)
-                raise
+    page.locator("#inpaint_editor input[type=file]").set_input_files(str(picture))
+    try:
+        placeholder.wait_for(state="hidden", timeout=20_000)
+    except playwright_api.TimeoutError as err:
+        page.screenshot(path=str(SHOTS / "inpaint-upload-failed.png"), full_page=True)
+        raise AssertionError(f"the picture never reached the editor; requests still open: {sorted(in_flight)}") from err
     canvas = page.locator("#inpaint_editor canvas").first
     canvas.wait_for()
     page.wait_for_timeout(1000)  # the editor fits the picture to the canvas

@@ -22,7 +22,22 @@ def test_help_explains_every_flag() -> None:
     assert "127.0.0.1" in help_text and "xformers" in help_text and "Needs internet" in help_text
 
 
-def test_defaults_write_the_labelled_placeholder_model(tmp_path: Path) -> None:
+def test_the_app_opens_on_the_bundled_demo_model(tmp_path: Path, monkeypatch) -> None:
+    bundled = tmp_path / "repo" / "models" / "Stable-diffusion" / "demo-shapes"
+    bundled.mkdir(parents=True)
+    (bundled / "model_index.json").write_text("{}")
+    monkeypatch.setattr("app.demo.BUNDLED_PATH", bundled)
+    args = build_parser().parse_args(["--models-dir", str(tmp_path / "a1111-models")])
+    config = engine_config_from_args(args)  # another models folder: the bundled model is offered beside it
+    assert config.default_model == "demo-shapes" and config.extra_checkpoints == (bundled,)
+    assert not (tmp_path / "a1111-models" / "Stable-diffusion" / PLACEHOLDER_NAME).exists()
+    args = build_parser().parse_args(["--models-dir", str(tmp_path / "repo" / "models")])
+    config = engine_config_from_args(args)
+    assert config.default_model == "demo-shapes" and config.extra_checkpoints == ()
+
+
+def test_without_the_demo_model_the_labelled_placeholder_is_written(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr("app.demo.BUNDLED_PATH", tmp_path / "not-built")
     args = build_parser().parse_args(["--models-dir", str(tmp_path / "models"), "--outputs-dir", str(tmp_path / "out")])
     config = engine_config_from_args(args)
     assert config.default_model == PLACEHOLDER_NAME

@@ -67,3 +67,63 @@ def test_the_build_pipeline_runs_end_to_end_and_loads_in_the_engine(tmp_path) ->
     finally:
         engine.shutdown()
     assert result.images[0].size == (64, 64) and "Model: demo-shapes" in result.infotexts[0]
+
+
+def test_prompts_are_read_in_every_caption_template() -> None:
+    from app.demo.scoring import Request, parse_prompt
+    from app.demo.shapes import TEMPLATES
+
+    for template in TEMPLATES:
+        prompt = template.format(colour="orange", shape="star", background="white") + " <lora:demo-star:0.8>"
+        assert parse_prompt(prompt) == Request("star", "orange", "white")
+    assert parse_prompt("a photo of a cat").shape is None
+
+
+def test_adherence_counts_pictures_that_show_their_prompt() -> None:
+    from app.demo.scoring import adherence
+
+    items = sample(21, 40, allow_held_out_pairs=True)
+    pictures = [picture for picture, _, _ in items]
+    assert adherence(pictures, [caption for _, caption, _ in items]) == 1.0
+    other = {scene: next(c for c in PALETTE if c not in (scene.colour, scene.background)) for _, _, scene in items}
+    wrong_colour = [scene.caption().replace(scene.colour, other[scene], 1) for _, _, scene in items]
+    assert adherence(pictures, wrong_colour) == 0.0
+    half = [caption if i % 2 else wrong for i, (caption, wrong) in
+            enumerate(zip([c for _, c, _ in items], wrong_colour))]
+    assert adherence(pictures, half) == 0.5
+
+
+def test_the_shipped_model_loads_through_the_normal_manager(tmp_path) -> None:
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    from app.demo import BUNDLED_PATH, DEMO_MODEL
+    from app.engine import Engine, EngineConfig
+
+    files = [p for p in BUNDLED_PATH.rglob("*") if p.is_file()]
+    assert sum(p.stat().st_size for p in files) <= 40 * 2**20
+    assert {p.suffix for p in files} <= {".json", ".safetensors", ".txt"}
+    engine = Engine(EngineConfig(models_dir=BUNDLED_PATH.parent.parent, outputs_dir=tmp_path, default_model=DEMO_MODEL,
+                                 device="cpu", preview_every=0))
+    try:
+        loaded = engine.manager.get(DEMO_MODEL)
+        pipe = loaded.txt2img
+        assert isinstance(pipe.vae, AutoencoderKL) and isinstance(pipe.unet, UNet2DConditionModel)
+        assert isinstance(pipe.text_encoder, CLIPTextModel) and isinstance(pipe.tokenizer, CLIPTokenizer)
+        assert isinstance(pipe.scheduler, DDIMScheduler) and not pipe.scheduler.config.clip_sample
+        assert loaded.card["evaluator"] == "shapes" and len(loaded.card["example_prompts"]) >= 3
+        assert {loaded.pipeline("inpaint").unet, loaded.pipeline("img2img").unet} == {pipe.unet}
+    finally:
+        engine.shutdown()
+
+
+def test_a_slice_of_the_evaluation_shows_the_model_follows_prompts(tmp_path) -> None:
+    """A handful of each measurement of ``python -m app.demo.evaluate`` (the full run is not in CI)."""
+    from app.demo import BUNDLED_PATH
+    from app.demo.evaluate import QUICK, evaluate
+
+    result = evaluate(BUNDLED_PATH.parent.parent, tmp_path, QUICK).figures
+    assert result["txt2img_adherence"] >= 5 / 7  # 7 prompts: a clear majority right
+    assert result["inpaint_adherence"] >= 3 / 4
+    assert result["inpaint_outside_max_diff"] == 0
+    assert result["img2img_monotonic"]

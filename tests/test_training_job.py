@@ -94,3 +94,25 @@ def test_any_lora_can_be_evaluated_on_demand(setup) -> None:
     result = engine.submit_evaluation("to-evaluate", "tiny", ("a blue circle",), size=64, steps=4).wait(300)
     assert Path(result.info["report"]["grid"]).is_file()
     assert "a blue circle" in Path(result.info["report"]["json"]).read_text()
+
+
+def test_the_report_scores_samples_with_the_checker_the_base_models_card_names(setup) -> None:
+    """A base model whose card says ``"evaluator": "shapes"`` (the bundled demo model's) gets the shapes
+    checker's adherence before and after, computed from the very samples in the grid."""
+    from app.demo.scoring import adherence
+
+    engine, data = setup
+    card = engine.config.models_dir / "Stable-diffusion" / "tiny" / "lora_studio.json"
+    card.write_text(json.dumps({"evaluator": "shapes", "default_width": 64, "default_steps": 4}))
+    engine.submit_training(_config(engine, data, "scored", max_steps=2, sample_every=0)).wait(300)
+    prompts = ("a red circle on a white background", "a blue square on a white background")
+    result = engine.submit_evaluation("scored", "tiny", prompts, size=64, steps=4).wait(300)
+    report = json.loads(Path(result.info["report"]["json"]).read_text())
+    assert "shapes checker" in report["score_note"]
+    sheet = Image.open(result.info["report"]["grid"])
+    cells = [[sheet.crop((col * 64, 18 + row * 64, col * 64 + 64, 18 + row * 64 + 64)) for row in range(4)]
+             for col in (0, 1)]
+    asked = [p for p in prompts for _ in report["seeds"]]
+    assert report["score_before"] == adherence(cells[0], asked)
+    assert report["score_after"] == adherence(cells[1], asked)
+    assert "score:" in Path(result.info["report"]["markdown"]).read_text()

@@ -1,1 +1,13 @@
-"""The bundled "shapes" demo model: its data generator and the checker that reads pictures back."""
+"""The bundled "shapes" demo model: its data generator, build, checker and evaluation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+DEMO_MODEL = "demo-shapes"
+BUNDLED_PATH = Path(__file__).resolve().parent.parent.parent / "models" / "Stable-diffusion" / DEMO_MODEL
+
+
+def bundled_demo_model() -> Path | None:
+    """The demo model's folder in this repository, when it has been built (it is committed)."""
+    return BUNDLED_PATH if (BUNDLED_PATH / "model_index.json").is_file() else None

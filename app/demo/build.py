@@ -29,14 +29,13 @@ from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, StableDiffusi
 from diffusers.training_utils import EMAModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
+from app.demo import BUNDLED_PATH
 from app.demo.shapes import TEMPLATES, random_scene, render
 from app.demo.tokenizer import shapes_tokenizer, write_vocab_files
 from app.training.losses import min_snr_weights
 
 log = logging.getLogger("app.demo.build")
 
-ROOT = Path(__file__).resolve().parent.parent.parent
-NAME = "demo-shapes"
 IMAGE_SIZE = 64
 SCHEDULE = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear"}
 CARD = {
@@ -54,10 +53,10 @@ CARD = {
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m app.demo.build", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=ROOT / "models" / "Stable-diffusion" / NAME)
+    parser.add_argument("--out", type=Path, default=BUNDLED_PATH)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--vae-steps", type=int, default=800)
-    parser.add_argument("--unet-steps", type=int, default=4500)
+    parser.add_argument("--vae-steps", type=int, default=700)
+    parser.add_argument("--unet-steps", type=int, default=4200)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--pool", type=int, default=16384, help="scenes encoded once for the UNet stage")
     parser.add_argument("--quick", action="store_true", help="a few steps of each stage (a smoke test)")

@@ -36,7 +36,7 @@ class EvaluationReport:
     mean_pixel_change: float  # how much the LoRA changes the samples (0-255 scale)
     score_before: float | None = None
     score_after: float | None = None
-    score_note: str = ""
+    score_note: str = ""  # what the score measures, or why there is none
     losses: list[float] = field(default_factory=list)
     files: dict[str, str] = field(default_factory=dict)
     created: float = field(default_factory=time.time)
@@ -50,7 +50,7 @@ class EvaluationReport:
             lines.append(f"- training loss: first {self.losses[0]:.4f}, last {self.losses[-1]:.4f}, "
                          f"{len(self.losses)} steps")
         if self.score_after is not None:
-            lines.append(f"- score: {self.score_before:.3f} before, {self.score_after:.3f} after")
+            lines.append(f"- score: {self.score_before:.3f} before, {self.score_after:.3f} after ({self.score_note})")
         else:
             lines.append(f"- score: none ({self.score_note})")
         lines += ["", f"![samples]({Path(self.files.get('grid', '')).name})"]
@@ -68,6 +68,7 @@ def evaluate_lora(manager: ModelManager, lora: ActiveLora, base_model: str, prom
     card = loaded.card
     steps = steps or int(card.get("default_steps", 20))
     size = size or int(card.get("default_width", 512))
+    cfg_scale = float(card.get("default_cfg_scale", 7.0))
     pipe = loaded.pipeline("txt2img")
     pipe.scheduler = make_scheduler(loaded.scheduler_config, *resolve_sampler("Euler a", "Automatic"))
     prompts = list(prompts) or list(DEFAULT_PROMPTS)
@@ -76,7 +77,7 @@ def evaluate_lora(manager: ModelManager, lora: ActiveLora, base_model: str, prom
         for with_lora in (False, True):
             loaded.adapters.activate([lora] if with_lora else [])
             rows[with_lora] = [
-                pipe(prompt=prompt, num_inference_steps=steps, width=size, height=size,
+                pipe(prompt=prompt, num_inference_steps=steps, width=size, height=size, guidance_scale=cfg_scale,
                      generator=torch.Generator("cpu").manual_seed(seed)).images[0]
                 for prompt in prompts for seed in seeds]
     finally:
@@ -90,15 +91,24 @@ def evaluate_lora(manager: ModelManager, lora: ActiveLora, base_model: str, prom
         loss_curve(list(losses)).save(files["loss"])
     report = EvaluationReport(lora.name, base_model, prompts, list(seeds), steps, size, change,
                               losses=list(losses), files=files)
+    scorer, report.score_note = (scorer, "the caller's score") if scorer is not None else scorer_for(card)
     if scorer is not None:
         report.score_before = scorer(rows[False], [p for p in prompts for _ in seeds])
         report.score_after = scorer(rows[True], [p for p in prompts for _ in seeds])
-    else:
-        report.score_note = "the base model has no checker for its prompts; the demo model's issue adds one"
     files["json"], files["markdown"] = str(stem) + ".report.json", str(stem) + ".report.md"
     Path(files["json"]).write_text(json.dumps(asdict(report), indent=2), encoding="utf-8")
     Path(files["markdown"]).write_text(report.markdown(), encoding="utf-8")
     return report
+
+
+def scorer_for(card: dict) -> tuple[SCORE_HOOK | None, str]:
+    """The checker a base model's card names (``"evaluator"``), with what its score means; a model
+    without one gets no score, and the note says so."""
+    if card.get("evaluator") == "shapes":
+        from app.demo.scoring import adherence
+
+        return adherence, "share of samples whose shape and colour the shapes checker reads as the prompt asks"
+    return None, "no checker for this base model's pictures (only the bundled demo model has one)"
 
 
 def _mean_change(before: list[Image.Image], after: list[Image.Image]) -> float:

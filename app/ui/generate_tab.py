@@ -92,6 +92,9 @@ def settings_controls(engine: Engine, tab: str) -> tuple[SettingsControls, Setti
     prompt = gr.Textbox(label="Prompt", lines=3, placeholder="Prompt (Ctrl+Enter to generate)",
                         elem_id=f"{tab}_prompt")
     negative = gr.Textbox(label="Negative prompt", lines=2, elem_id=f"{tab}_negative")
+    if tab == "txt2img" and card.get("example_prompts"):  # the default model's card suggests what it knows
+        gr.Examples([[text] for text in card["example_prompts"]], inputs=[prompt], label="Prompts to try",
+                    elem_id="txt2img_examples")
     lora = lora_picker(engine, tab, prompt, model)
     with gr.Row():
         sampler = gr.Dropdown(list(SAMPLER_NAMES), value="Euler a", label="Sampling method")

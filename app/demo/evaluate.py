@@ -1,0 +1,311 @@
+"""Measure the bundled shapes model through the engine: ``python -m app.demo.evaluate [--json]``.
+
+Every figure comes from the app's own paths (the engine's txt2img, img2img and inpaint jobs, the
+app's LoRA trainer) at the model card's default size, steps and CFG with the default sampler, over a
+fixed grid of prompts and seeds, read back by the checker:
+
+- ``txt2img_adherence`` / ``txt2img_held_out_adherence``: shape and colour both right, on trained
+  (shape, colour) pairs and on the held-out pairs;
+- ``inpaint_adherence``: the masked square of a plain background shows the asked shape and colour;
+  ``inpaint_outside_max_diff``: the largest change of any pixel outside the blurred mask;
+- ``img2img_monotonic``: the mean distance to the input grows with each step of denoising strength;
+- ``lora_concept_before`` / ``lora_concept_after``: adherence on star prompts (the concept held out
+  of the base model) without, then with a LoRA trained here on at most 30 pictures within a time
+  limit; ``lora_retained``: adherence on ordinary prompts with that LoRA at weight 1, as a share of
+  the base's; ``lora_train_seconds``.
+
+``--quick`` runs a small slice of each (the test suite's); the full run's figures go into
+bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from app.demo import DEMO_MODEL
+from app.demo.checker import read_picture
+from app.demo.scoring import adherence, parse_prompt, shows
+from app.demo.shapes import HELD_OUT_PAIRS, HELD_OUT_SHAPE, PALETTE, SHAPES, TEMPLATES, Scene, random_scene, render
+from app.engine import Engine, EngineConfig, Img2ImgRequest, InpaintRequest, Txt2ImgRequest
+from app.engine.masks import prepare_mask
+
+log = logging.getLogger("app.demo.evaluate")
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+MODEL = DEMO_MODEL
+STRENGTHS = (0.2, 0.4, 0.6, 0.8, 1.0)
+MASK_BOXES = ((4, 4, 44, 44), (20, 20, 60, 60), (4, 20, 44, 60), (20, 4, 60, 44))  # 40x40 squares in 64x64
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much of each measurement to run."""
+    seeds: tuple[int, ...] = (11, 22)
+    ordinary_stride: int = 1  # every n-th trained pair
+    held_out_backgrounds: int = 4
+    inpaint_cases: int = 16
+    img2img_inputs: int = 6
+    star_prompts: int = 16
+    retained_prompts: int = 24
+    lora_images: int = 30
+    lora_steps: int = 800
+    lora_seconds: float = 600.0
+
+
+QUICK = Budget(seeds=(11,), ordinary_stride=3, held_out_backgrounds=1, inpaint_cases=4, img2img_inputs=2, star_prompts=0,
+               retained_prompts=0, lora_images=0, lora_steps=0)
+
+
+@dataclass
+class Settings:
+    """The model card's defaults: what a user of the generate tabs gets."""
+    size: int
+    steps: int
+    cfg_scale: float
+    sampler: str = "Euler a"
+
+    @classmethod
+    def of(cls, card: dict) -> Settings:
+        return cls(int(card.get("default_width", 64)), int(card.get("default_steps", 20)),
+                   float(card.get("default_cfg_scale", 5)))
+
+    def common(self) -> dict:
+        return {"width": self.size, "height": self.size, "steps": self.steps, "cfg_scale": self.cfg_scale,
+                "sampler": self.sampler, "save": False, "model": MODEL}
+
+
+@dataclass
+class Evaluation:
+    figures: dict = field(default_factory=dict)
+    details: dict = field(default_factory=dict)
+
+
+def prompt_for(shape: str, colour: str, background: str) -> str:
+    return TEMPLATES[0].format(colour=colour, shape=shape, background=background)
+
+
+def ordinary_prompts() -> list[str]:
+    """Every trained (shape, colour) pair once, each on a background that cycles through the palette."""
+    colours = list(PALETTE)
+    prompts = []
+    for index, (shape, colour) in enumerate((s, c) for s in SHAPES for c in colours if (s, c) not in HELD_OUT_PAIRS):
+        background = next(b for b in colours[index % len(colours):] + colours if b != colour)
+        prompts.append(prompt_for(shape, colour, background))
+    return prompts
+
+
+def held_out_prompts(backgrounds: int) -> list[str]:
+    colours = list(PALETTE)
+    return [prompt_for(shape, colour, background) for shape, colour in sorted(HELD_OUT_PAIRS)
+            for background in [b for b in colours if b != colour][:backgrounds]]
+
+
+def star_prompts(count: int) -> list[str]:
+    rng = random.Random("stars")
+    prompts = []
+    for index in range(count):
+        colour = list(PALETTE)[index % len(PALETTE)]
+        background = rng.choice([b for b in PALETTE if b != colour])
+        prompts.append(prompt_for(HELD_OUT_SHAPE, colour, background))
+    return prompts
+
+
+def txt2img(engine: Engine, settings: Settings, prompts: Sequence[str], seeds: Sequence[int],
+            suffix: str = "") -> list[tuple[str, Image.Image]]:
+    """One picture per (prompt, seed); ``suffix`` (a LoRA tag) is added to the prompt sent."""
+    pictures = []
+    for prompt in prompts:
+        for seed in seeds:
+            result = engine.generate(Txt2ImgRequest(prompt=prompt + suffix, seed=seed, **settings.common()))
+            pictures.append((prompt, result.images[0]))
+    return pictures
+
+
+def score(pictures: list[tuple[str, Image.Image]]) -> float:
+    return adherence([p for _, p in pictures], [prompt for prompt, _ in pictures])
+
+
+def inpaint_cases(count: int) -> list[tuple[Scene, tuple[int, int, int, int]]]:
+    """(what to ask for, where) pairs: the asked scene's background fills the picture, the mask is a box."""
+    rng = random.Random("inpaint")
+    return [(random_scene(rng, 64), MASK_BOXES[index % len(MASK_BOXES)]) for index in range(count)]
+
+
+def inpaint(engine: Engine, settings: Settings, cases, seed: int) -> tuple[float, float, list[bool]]:
+    right, worst = [], 0.0
+    for scene, box in cases:
+        plain = Image.new("RGB", (settings.size, settings.size), PALETTE[scene.background])
+        mask = Image.new("L", plain.size, 0)
+        mask.paste(255, box)
+        request = InpaintRequest(prompt=scene.caption(), seed=seed, init_image=plain, mask=mask, mask_blur=4,
+                                 denoising_strength=1.0, masked_content="original", **settings.common())
+        result = engine.generate(request).images[0]
+        right.append(shows(result.crop(box), scene.caption()))
+        outside = np.asarray(prepare_mask(mask, request.mask_blur)) == 0
+        change = np.abs(np.asarray(result, dtype=np.int16) - np.asarray(plain, dtype=np.int16)).max(axis=2)
+        worst = max(worst, float(change[outside].max()))
+    return sum(right) / len(right), worst, right
+
+
+def img2img_distances(engine: Engine, settings: Settings, inputs: int, seed: int) -> list[float]:
+    """Mean distance (0-255) to the input at each strength, averaged over ``inputs`` pictures that are
+    asked to become a picture of another colour."""
+    rng = random.Random("img2img")
+    rows = []
+    for _ in range(inputs):
+        scene = random_scene(rng, settings.size)
+        picture = render(scene, settings.size)
+        colour = rng.choice([c for c in PALETTE if c not in (scene.colour, scene.background)])
+        prompt = prompt_for(scene.shape, colour, scene.background)
+        row = []
+        for strength in STRENGTHS:
+            result = engine.generate(Img2ImgRequest(prompt=prompt, seed=seed, init_image=picture,
+                                                    denoising_strength=strength, **settings.common())).images[0]
+            row.append(float(np.abs(np.asarray(result, np.float32) - np.asarray(picture, np.float32)).mean()))
+        rows.append(row)
+    return [float(v) for v in np.mean(rows, axis=0)]
+
+
+def star_dataset(folder: Path, count: int) -> Path:
+    """``count`` pictures with captions: three quarters stars, the rest the ordinary shapes (they keep the
+    LoRA from drifting the shapes it does not teach)."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    rng = random.Random("star-data")
+    stars = count * 3 // 4
+    for index in range(count):
+        shapes = (HELD_OUT_SHAPE,) if index < stars else SHAPES
+        scene = random_scene(rng, 64, shapes)
+        render(scene).save(folder / f"{index:03d}.png")
+        (folder / f"{index:03d}.txt").write_text(scene.caption(rng.choice(TEMPLATES)), encoding="utf-8")
+    return folder
+
+
+def train_star_lora(models_dir: Path, outputs_dir: Path, budget: Budget, name: str) -> tuple[float, int]:
+    """Train the star LoRA with the app's trainer; returns (seconds, steps done)."""
+    from app.training.config import TrainConfig
+    from app.training.trainer import train
+
+    data = star_dataset(outputs_dir / "demo-eval" / "star-data", budget.lora_images)
+    config = TrainConfig(base_model=MODEL, dataset=data, output_name=name, models_dir=models_dir,
+                         outputs_dir=outputs_dir, rank=8, alpha=8.0, train_text_encoder=True, learning_rate=1e-3,
+                         text_encoder_lr=5e-4, lr_warmup_steps=20, max_steps=budget.lora_steps, batch_size=8,
+                         resolution=64, bucket_step=8, flip=False, seed=7, device="cpu")
+    deadline = time.monotonic() + budget.lora_seconds
+    started = time.monotonic()
+    result = train(config, should_stop=lambda: time.monotonic() > deadline)
+    seconds = time.monotonic() - started
+    log.info("star LoRA: %d steps in %.0f s, loss %.4f -> %.4f", result.steps, seconds,
+             np.mean(result.losses[:20]), np.mean(result.losses[-20:]))
+    return seconds, result.steps
+
+
+def evaluate(models_dir: Path, outputs_dir: Path, budget: Budget,
+             progress: Callable[[str], None] = log.info) -> Evaluation:
+    engine = Engine(EngineConfig(models_dir=models_dir, outputs_dir=outputs_dir, default_model=MODEL,
+                                 device="cpu", preview_every=0))
+    out = Evaluation()
+    try:
+        settings = Settings.of(engine.manager.get(MODEL).card)
+        out.details["settings"] = settings.__dict__
+        ordinary = ordinary_prompts()
+        pictures = txt2img(engine, settings, ordinary[::budget.ordinary_stride], budget.seeds)
+        out.figures["txt2img_adherence"] = score(pictures)
+        out.details["txt2img_misses"] = misses(pictures)
+        progress(f"txt2img adherence {out.figures['txt2img_adherence']:.3f} over {len(pictures)}")
+        held = txt2img(engine, settings, held_out_prompts(budget.held_out_backgrounds), budget.seeds)
+        out.figures["txt2img_held_out_adherence"] = score(held)
+        out.details["held_out_misses"] = misses(held)
+        progress(f"held-out adherence {out.figures['txt2img_held_out_adherence']:.3f} over {len(held)}")
+
+        rate, worst, _ = inpaint(engine, settings, inpaint_cases(budget.inpaint_cases), budget.seeds[0])
+        out.figures["inpaint_adherence"], out.figures["inpaint_outside_max_diff"] = rate, worst
+        progress(f"inpaint adherence {rate:.3f}, largest change outside the mask {worst}")
+
+        distances = img2img_distances(engine, settings, budget.img2img_inputs, budget.seeds[0])
+        out.details["img2img_distance_by_strength"] = dict(zip(map(str, STRENGTHS), distances))
+        out.figures["img2img_monotonic"] = all(b > a for a, b in zip(distances, distances[1:]))
+        progress(f"img2img distances {['%.1f' % d for d in distances]}")
+
+        if budget.lora_images:
+            evaluate_lora_concept(engine, settings, models_dir, outputs_dir, budget, out, progress)
+    finally:
+        engine.shutdown()
+    return out
+
+
+def evaluate_lora_concept(engine: Engine, settings: Settings, models_dir: Path, outputs_dir: Path, budget: Budget,
+                          out: Evaluation, progress: Callable[[str], None]) -> None:
+    name = f"{MODEL}-star"
+    stars = star_prompts(budget.star_prompts)
+    seeds = budget.seeds[:1]
+    out.figures["lora_concept_before"] = score(txt2img(engine, settings, stars, seeds))
+    progress(f"star adherence without a LoRA {out.figures['lora_concept_before']:.3f}")
+    seconds, steps = train_star_lora(models_dir, outputs_dir, budget, name)
+    out.figures["lora_train_seconds"] = round(seconds, 1)
+    out.details["lora_train_steps"] = steps
+    tag = f" <lora:{name}:1>"
+    after = txt2img(engine, settings, stars, seeds, tag)
+    out.figures["lora_concept_after"] = score(after)
+    out.details["lora_concept_misses"] = misses(after)
+    progress(f"star adherence with the LoRA {out.figures['lora_concept_after']:.3f} after {seconds:.0f} s")
+    ordinary = ordinary_prompts()[:budget.retained_prompts]
+    base = score(txt2img(engine, settings, ordinary, seeds))
+    with_lora = score(txt2img(engine, settings, ordinary, seeds, tag))
+    out.details["retained_base_and_with_lora"] = [base, with_lora]
+    out.figures["lora_retained"] = with_lora / base if base else 0.0
+    progress(f"ordinary adherence {base:.3f} without, {with_lora:.3f} with the LoRA")
+
+
+def misses(pictures: list[tuple[str, Image.Image]]) -> list[str]:
+    """What the checker read where a picture missed its prompt, for the report."""
+    found = []
+    for prompt, picture in pictures:
+        if not shows(picture, prompt):
+            reading, wanted = read_picture(picture), parse_prompt(prompt)
+            found.append(f"{wanted.colour} {wanted.shape} -> {reading.colour} {reading.shape}")
+    return found
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m app.demo.evaluate", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
+    parser.add_argument("--quick", action="store_true", help="a small slice, without the LoRA part")
+    parser.add_argument("--no-lora", action="store_true", help="skip training the star LoRA")
+    parser.add_argument("--models-dir", type=Path, default=ROOT / "models")
+    parser.add_argument("--outputs-dir", type=Path, default=ROOT / "outputs")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    budget = QUICK if args.quick else Budget()
+    if args.no_lora:
+        budget = Budget(**{**budget.__dict__, "lora_images": 0})
+    started = time.time()
+    result = evaluate(args.models_dir, args.outputs_dir, budget, progress=print)
+    result.figures["evaluation_seconds"] = round(time.time() - started, 1)
+    for key, value in result.details.items():
+        print(f"{key}: {value}")
+    for key, value in result.figures.items():
+        print(f"{key:>28}: {value}")
+    if args.json:
+        print(json.dumps(result.figures))
+
+
+if __name__ == "__main__":
+    main()
