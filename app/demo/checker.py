@@ -1,9 +1,11 @@
 """Reads a shapes picture back: which shape, which colour, which background (measured features).
 
-The background is the commonest colour of the border; the shape is every pixel far from it. The
-shape's colour is the palette colour nearest the median of those pixels, and its kind comes from
-how much of its bounding box it fills: a square about 1, a circle about pi/4, a triangle about 1/2,
-a star about 0.4 (its points leave the box mostly empty).
+The background is the commonest palette colour of the border, measured at its actual tone there.
+The shape is the largest connected region far from that tone: a generated picture's small stray
+specks and soft edges are left out. Its colour is the palette colour nearest the median of the
+region's inner pixels (not its edge, where colours blend), and its kind comes from how much of its
+bounding box it fills: a square about 1, a circle about pi/4, a triangle about 1/2, a star about 0.4
+(its points leave the box mostly empty).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
+from scipy import ndimage
 
 from app.demo.shapes import PALETTE
 
@@ -39,13 +42,19 @@ def read_picture(image: Image.Image, min_pixels: int = 12) -> Reading:
     border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
     labels = [nearest_colour(p) for p in border]
     background = max(set(labels), key=labels.count)
-    distance = np.sqrt(((pixels - np.array(PALETTE[background], dtype=np.float32)) ** 2).sum(axis=2))
-    mask = distance > 60
-    if mask.sum() < min_pixels:
+    tone = np.median(border[[label == background for label in labels]], axis=0)
+    far = np.sqrt(((pixels - tone) ** 2).sum(axis=2)) > 60
+    regions, count = ndimage.label(far)
+    if count == 0:
         return Reading(None, None, background)
-    colour = nearest_colour(np.median(pixels[mask], axis=0))
-    rows, cols = np.nonzero(mask)
+    sizes = ndimage.sum(far, regions, index=range(1, count + 1))
+    region = ndimage.binary_fill_holes(regions == 1 + int(np.argmax(sizes)))
+    if region.sum() < min_pixels:
+        return Reading(None, None, background)
+    inner = ndimage.binary_erosion(region)
+    colour = nearest_colour(np.median(pixels[inner if inner.sum() >= min_pixels else region], axis=0))
+    rows, cols = np.nonzero(region)
     box = (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)
-    fill = float(mask.sum() / box)
+    fill = float(region.sum() / box)
     shape = next(name for bound, name in _FILL_BOUNDS if fill < bound)
     return Reading(shape, colour, background, fill)
