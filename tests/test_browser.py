@@ -146,14 +146,23 @@ def test_paint_a_mask_by_dragging_and_inpaint_only_there(page, app: RunningApp, 
     Image.fromarray(gradient).save(picture)
 
     in_flight = requests_in_flight(page)
-    page.get_by_role("tab", name="Inpaint").click()
-    placeholder = page.locator("#inpaint_editor").get_by_text("Upload an image")
-    page.locator("#inpaint_editor input[type=file]").set_input_files(str(picture))
-    try:
-        placeholder.wait_for(state="hidden", timeout=20_000)
-    except playwright_api.TimeoutError as err:
-        page.screenshot(path=str(SHOTS / "inpaint-upload-failed.png"), full_page=True)
-        raise AssertionError(f"the picture never reached the editor; requests still open: {sorted(in_flight)}") from err
+    for attempt in (1, 2):
+        page.get_by_role("tab", name="Inpaint").click()
+        page.locator("#inpaint_editor input[type=file]").set_input_files(str(picture))
+        try:
+            page.locator("#inpaint_editor").get_by_text("Upload an image").wait_for(state="hidden", timeout=20_000)
+            break
+        except playwright_api.TimeoutError as err:
+            # Seen in 2 of 4 clean-clone runs, never from the working tree: the upload's POST reaches
+            # the server and its body never completes (the server logs ClientDisconnect when the page
+            # closes). A reload, as a person would do, gets a fresh page; the second miss fails.
+            page.screenshot(path=str(SHOTS / f"inpaint-upload-failed-{attempt}.png"), full_page=True)
+            stuck = sorted(in_flight)
+            print(f"upload attempt {attempt} did not land; requests still open: {stuck}")
+            if attempt == 2:
+                raise AssertionError(f"the picture never reached the editor; requests still open: {stuck}") from err
+            page.reload()
+            page.wait_for_selector("#txt2img_generate")
     canvas = page.locator("#inpaint_editor canvas").first
     canvas.wait_for()
     page.wait_for_timeout(1000)  # the editor fits the picture to the canvas

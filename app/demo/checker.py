@@ -3,9 +3,9 @@
 The background is the commonest palette colour of the border, measured at its actual tone there.
 The shape is the largest connected region far from that tone: a generated picture's small stray
 specks and soft edges are left out. Its colour is the palette colour nearest the median of the
-region's inner pixels (not its edge, where colours blend), and its kind comes from how much of its
-bounding box it fills: a square about 1, a circle about pi/4, a triangle about 1/2, a star about 0.4
-(its points leave the box mostly empty).
+region's inner pixels (not its edge, where colours blend). Its kind is the shape whose silhouette,
+drawn into the region's bounding box, overlaps the region best (intersection over union): the whole
+outline decides, so a generated square with softened corners still reads as a square.
 """
 
 from __future__ import annotations
@@ -13,16 +13,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 from scipy import ndimage
 
-from app.demo.shapes import PALETTE
+from app.demo.shapes import HELD_OUT_SHAPE, PALETTE, SHAPES, star_points
 
 _NAMES = list(PALETTE)
 _COLOURS = np.array([PALETTE[n] for n in _NAMES], dtype=np.float32)
-# fill ratio -> shape, boundaries halfway between the ideal ratios (star 0.33, triangle 0.5,
-# circle 0.785, square 1.0); drawn stars measure 0.36-0.43, triangles 0.50-0.53
-_FILL_BOUNDS = ((0.46, "star"), (0.64, "triangle"), (0.89, "circle"), (9.0, "square"))
 
 
 @dataclass(frozen=True)
@@ -30,7 +27,8 @@ class Reading:
     shape: str | None  # None: no shape found
     colour: str | None
     background: str
-    fill: float = 0.0
+    fill: float = 0.0  # share of its bounding box the shape covers
+    match: float = 0.0  # overlap (IoU) with the silhouette it was read as
 
 
 def nearest_colour(rgb: np.ndarray) -> str:
@@ -54,7 +52,29 @@ def read_picture(image: Image.Image, min_pixels: int = 12) -> Reading:
     inner = ndimage.binary_erosion(region)
     colour = nearest_colour(np.median(pixels[inner if inner.sum() >= min_pixels else region], axis=0))
     rows, cols = np.nonzero(region)
-    box = (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)
-    fill = float(region.sum() / box)
-    shape = next(name for bound, name in _FILL_BOUNDS if fill < bound)
-    return Reading(shape, colour, background, fill)
+    cut = region[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    overlaps = {name: _iou(cut, silhouette(name, cut.shape[1], cut.shape[0])) for name in (*SHAPES, HELD_OUT_SHAPE)}
+    shape = max(overlaps, key=overlaps.get)
+    return Reading(shape, colour, background, float(cut.mean()), overlaps[shape])
+
+
+def silhouette(shape: str, width: int, height: int) -> np.ndarray:
+    """The shape as the generator draws it, stretched to fill a ``width`` x ``height`` box."""
+    if shape == "star":
+        points = np.array(star_points(0.0, 0.0, 1.0))
+    else:
+        points = np.array({"square": [(-1, -1), (1, -1), (1, 1), (-1, 1)],
+                           "triangle": [(0, -1), (1, 1), (-1, 1)]}.get(shape, [(-1, -1), (1, 1)]), dtype=float)
+    low, high = points.min(axis=0), points.max(axis=0)
+    scaled = [tuple(p) for p in (points - low) / (high - low) * (width - 1, height - 1)]
+    image = Image.new("L", (width, height), 0)
+    pen = ImageDraw.Draw(image)
+    if shape == "circle":
+        pen.ellipse((0, 0, width - 1, height - 1), fill=255)
+    else:
+        pen.polygon(scaled, fill=255)
+    return np.asarray(image) > 0
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / max(1, (a | b).sum()))

@@ -6,7 +6,8 @@ fixed grid of prompts and seeds, read back by the checker:
 
 - ``txt2img_adherence`` / ``txt2img_held_out_adherence``: shape and colour both right, on trained
   (shape, colour) pairs and on the held-out pairs;
-- ``inpaint_adherence``: the masked square of a plain background shows the asked shape and colour;
+- ``inpaint_adherence``: the masked square of a plain background (with the blur's margin around it)
+  shows the asked shape and colour;
   ``inpaint_outside_max_diff``: the largest change of any pixel outside the blurred mask;
 - ``img2img_monotonic``: the mean distance to the input grows with each step of denoising strength;
 - ``lora_concept_before`` / ``lora_concept_after``: adherence on star prompts (the concept held out
@@ -59,8 +60,8 @@ class Budget:
     star_prompts: int = 16
     retained_prompts: int = 24
     lora_images: int = 30
-    lora_steps: int = 800
-    lora_seconds: float = 600.0
+    lora_steps: int = 1200
+    lora_seconds: float = 540.0  # the issue's limit is 10 minutes on this CPU: stop with a margin
 
 
 QUICK = Budget(seeds=(11,), ordinary_stride=3, held_out_backgrounds=1, inpaint_cases=4, img2img_inputs=2, star_prompts=0,
@@ -151,11 +152,18 @@ def inpaint(engine: Engine, settings: Settings, cases, seed: int) -> tuple[float
         request = InpaintRequest(prompt=scene.caption(), seed=seed, init_image=plain, mask=mask, mask_blur=4,
                                  denoising_strength=1.0, masked_content="original", **settings.common())
         result = engine.generate(request).images[0]
-        right.append(shows(result.crop(box), scene.caption()))
+        right.append(shows(result.crop(grown(box, request.mask_blur, settings.size)), scene.caption()))
         outside = np.asarray(prepare_mask(mask, request.mask_blur)) == 0
         change = np.abs(np.asarray(result, dtype=np.int16) - np.asarray(plain, dtype=np.int16)).max(axis=2)
         worst = max(worst, float(change[outside].max()))
     return sum(right) / len(right), worst, right
+
+
+def grown(box: tuple[int, int, int, int], margin: int, size: int) -> tuple[int, int, int, int]:
+    """``box`` widened by ``margin`` on each side, inside the picture: the area the blurred mask lets
+    the model paint (a shape may fill the whole box; the margin shows the background around it)."""
+    left, top, right, bottom = box
+    return max(0, left - margin), max(0, top - margin), min(size, right + margin), min(size, bottom + margin)
 
 
 def img2img_distances(engine: Engine, settings: Settings, inputs: int, seed: int) -> list[float]:
@@ -200,8 +208,9 @@ def train_star_lora(models_dir: Path, outputs_dir: Path, budget: Budget, name: s
 
     data = star_dataset(outputs_dir / "demo-eval" / "star-data", budget.lora_images)
     config = TrainConfig(base_model=MODEL, dataset=data, output_name=name, models_dir=models_dir,
-                         outputs_dir=outputs_dir, rank=8, alpha=8.0, train_text_encoder=True, learning_rate=1e-3,
-                         text_encoder_lr=5e-4, lr_warmup_steps=20, max_steps=budget.lora_steps, batch_size=8,
+                         outputs_dir=outputs_dir, rank=16, alpha=16.0, conv_rank=8, conv_alpha=8.0,
+                         train_text_encoder=True, learning_rate=1e-3, text_encoder_lr=5e-4, lr_warmup_steps=50,
+                         max_steps=budget.lora_steps, batch_size=8,
                          resolution=64, bucket_step=8, flip=False, seed=7, device="cpu")
     deadline = time.monotonic() + budget.lora_seconds
     started = time.monotonic()
