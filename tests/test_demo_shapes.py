@@ -122,8 +122,10 @@ def test_a_slice_of_the_evaluation_shows_the_model_follows_prompts(tmp_path) -> 
     from app.demo import BUNDLED_PATH
     from app.demo.evaluate import QUICK, evaluate
 
-    result = evaluate(BUNDLED_PATH.parent.parent, tmp_path, QUICK).figures
+    evaluation = evaluate(BUNDLED_PATH.parent.parent, tmp_path, QUICK)
+    result = evaluation.figures
     assert result["txt2img_adherence"] >= 5 / 7  # 7 prompts: a clear majority right
     assert result["inpaint_adherence"] >= 3 / 4
     assert result["inpaint_outside_max_diff"] == 0
-    assert result["img2img_monotonic"]
+    distance = evaluation.details["img2img_distance_by_strength"]  # 2 pictures: compare well-spaced strengths
+    assert distance["0.2"] < distance["0.6"] < distance["1.0"]
