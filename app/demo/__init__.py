@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 DEMO_MODEL = "demo-shapes"
-BUNDLED_PATH = Path(__file__).resolve().parent.parent.parent / "models" / "Stable-diffusion" / DEMO_MODEL
+REPO_ROOT = Path(__file__).resolve().parent.parent.parent
+BUNDLED_PATH = REPO_ROOT / "models" / "Stable-diffusion" / DEMO_MODEL
 
 
 def bundled_demo_model() -> Path | None:

@@ -60,19 +60,16 @@ def read_picture(image: Image.Image, min_pixels: int = 12) -> Reading:
 
 def silhouette(shape: str, width: int, height: int) -> np.ndarray:
     """The shape as the generator draws it, stretched to fill a ``width`` x ``height`` box."""
-    if shape == "star":
-        points = np.array(star_points(0.0, 0.0, 1.0))
-    else:
-        points = np.array({"square": [(-1, -1), (1, -1), (1, 1), (-1, 1)],
-                           "triangle": [(0, -1), (1, 1), (-1, 1)]}.get(shape, [(-1, -1), (1, 1)]), dtype=float)
-    low, high = points.min(axis=0), points.max(axis=0)
-    scaled = [tuple(p) for p in (points - low) / (high - low) * (width - 1, height - 1)]
     image = Image.new("L", (width, height), 0)
     pen = ImageDraw.Draw(image)
     if shape == "circle":
         pen.ellipse((0, 0, width - 1, height - 1), fill=255)
     else:
-        pen.polygon(scaled, fill=255)
+        corners = {"square": [(-1, -1), (1, -1), (1, 1), (-1, 1)], "triangle": [(0, -1), (1, 1), (-1, 1)],
+                   "star": star_points(0.0, 0.0, 1.0)}[shape]
+        points = np.array(corners, dtype=float)
+        low, high = points.min(axis=0), points.max(axis=0)
+        pen.polygon([tuple(p) for p in (points - low) / (high - low) * (width - 1, height - 1)], fill=255)
     return np.asarray(image) > 0
 
 

@@ -28,23 +28,20 @@ import random
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from app.demo import DEMO_MODEL
-from app.demo.checker import read_picture
-from app.demo.scoring import adherence, parse_prompt, shows
+from app.demo import DEMO_MODEL, REPO_ROOT
+from app.demo.scoring import judge
 from app.demo.shapes import HELD_OUT_PAIRS, HELD_OUT_SHAPE, PALETTE, SHAPES, TEMPLATES, Scene, random_scene, render
 from app.engine import Engine, EngineConfig, Img2ImgRequest, InpaintRequest, Txt2ImgRequest
-from app.engine.masks import prepare_mask
+from app.engine.masks import crop_region, prepare_mask
 
 log = logging.getLogger("app.demo.evaluate")
 
-ROOT = Path(__file__).resolve().parent.parent.parent
-MODEL = DEMO_MODEL
 STRENGTHS = (0.2, 0.4, 0.6, 0.8, 1.0)
 MASK_BOXES = ((4, 4, 44, 44), (20, 20, 60, 60), (4, 20, 44, 60), (20, 4, 60, 44))  # 40x40 squares in 64x64
 
@@ -83,7 +80,7 @@ class Settings:
 
     def common(self) -> dict:
         return {"width": self.size, "height": self.size, "steps": self.steps, "cfg_scale": self.cfg_scale,
-                "sampler": self.sampler, "save": False, "model": MODEL}
+                "sampler": self.sampler, "save": False, "model": DEMO_MODEL}
 
 
 @dataclass
@@ -133,8 +130,15 @@ def txt2img(engine: Engine, settings: Settings, prompts: Sequence[str], seeds: S
     return pictures
 
 
-def score(pictures: list[tuple[str, Image.Image]]) -> float:
-    return adherence([p for _, p in pictures], [prompt for prompt, _ in pictures])
+def check(pictures: list[tuple[str, Image.Image]]) -> tuple[float, list[str]]:
+    """Adherence (the share showing their prompt) and, for each miss, what the checker read instead;
+    each picture is read once."""
+    missed = []
+    for prompt, picture in pictures:
+        right, wanted, reading = judge(picture, prompt)
+        if not right:
+            missed.append(f"{wanted.colour} {wanted.shape} -> {reading.colour} {reading.shape}")
+    return (len(pictures) - len(missed)) / len(pictures), missed
 
 
 def inpaint_cases(count: int) -> list[tuple[Scene, tuple[int, int, int, int]]]:
@@ -152,18 +156,14 @@ def inpaint(engine: Engine, settings: Settings, cases, seed: int) -> tuple[float
         request = InpaintRequest(prompt=scene.caption(), seed=seed, init_image=plain, mask=mask, mask_blur=4,
                                  denoising_strength=1.0, masked_content="original", **settings.common())
         result = engine.generate(request).images[0]
-        right.append(shows(result.crop(grown(box, request.mask_blur, settings.size)), scene.caption()))
+        # the mask's box with the blur's margin (the engine's "only masked" rule): the area the model
+        # may paint, with background around a shape that fills the whole box
+        area = crop_region(mask, request.mask_blur, settings.size, settings.size)
+        right.append(judge(result.crop(area), scene.caption())[0])
         outside = np.asarray(prepare_mask(mask, request.mask_blur)) == 0
         change = np.abs(np.asarray(result, dtype=np.int16) - np.asarray(plain, dtype=np.int16)).max(axis=2)
         worst = max(worst, float(change[outside].max()))
     return sum(right) / len(right), worst, right
-
-
-def grown(box: tuple[int, int, int, int], margin: int, size: int) -> tuple[int, int, int, int]:
-    """``box`` widened by ``margin`` on each side, inside the picture: the area the blurred mask lets
-    the model paint (a shape may fill the whole box; the margin shows the background around it)."""
-    left, top, right, bottom = box
-    return max(0, left - margin), max(0, top - margin), min(size, right + margin), min(size, bottom + margin)
 
 
 def img2img_distances(engine: Engine, settings: Settings, inputs: int, seed: int) -> list[float]:
@@ -207,7 +207,7 @@ def train_star_lora(models_dir: Path, outputs_dir: Path, budget: Budget, name: s
     from app.training.trainer import train
 
     data = star_dataset(outputs_dir / "demo-eval" / "star-data", budget.lora_images)
-    config = TrainConfig(base_model=MODEL, dataset=data, output_name=name, models_dir=models_dir,
+    config = TrainConfig(base_model=DEMO_MODEL, dataset=data, output_name=name, models_dir=models_dir,
                          outputs_dir=outputs_dir, rank=16, alpha=16.0, conv_rank=8, conv_alpha=8.0,
                          train_text_encoder=True, learning_rate=1e-3, text_encoder_lr=5e-4, lr_warmup_steps=50,
                          max_steps=budget.lora_steps, batch_size=8,
@@ -223,20 +223,18 @@ def train_star_lora(models_dir: Path, outputs_dir: Path, budget: Budget, name: s
 
 def evaluate(models_dir: Path, outputs_dir: Path, budget: Budget,
              progress: Callable[[str], None] = log.info) -> Evaluation:
-    engine = Engine(EngineConfig(models_dir=models_dir, outputs_dir=outputs_dir, default_model=MODEL,
+    engine = Engine(EngineConfig(models_dir=models_dir, outputs_dir=outputs_dir, default_model=DEMO_MODEL,
                                  device="cpu", preview_every=0))
     out = Evaluation()
     try:
-        settings = Settings.of(engine.manager.get(MODEL).card)
+        settings = Settings.of(engine.manager.get(DEMO_MODEL).card)
         out.details["settings"] = settings.__dict__
         ordinary = ordinary_prompts()
         pictures = txt2img(engine, settings, ordinary[::budget.ordinary_stride], budget.seeds)
-        out.figures["txt2img_adherence"] = score(pictures)
-        out.details["txt2img_misses"] = misses(pictures)
+        out.figures["txt2img_adherence"], out.details["txt2img_misses"] = check(pictures)
         progress(f"txt2img adherence {out.figures['txt2img_adherence']:.3f} over {len(pictures)}")
         held = txt2img(engine, settings, held_out_prompts(budget.held_out_backgrounds), budget.seeds)
-        out.figures["txt2img_held_out_adherence"] = score(held)
-        out.details["held_out_misses"] = misses(held)
+        out.figures["txt2img_held_out_adherence"], out.details["held_out_misses"] = check(held)
         progress(f"held-out adherence {out.figures['txt2img_held_out_adherence']:.3f} over {len(held)}")
 
         rate, worst, _ = inpaint(engine, settings, inpaint_cases(budget.inpaint_cases), budget.seeds[0])
@@ -257,35 +255,24 @@ def evaluate(models_dir: Path, outputs_dir: Path, budget: Budget,
 
 def evaluate_lora_concept(engine: Engine, settings: Settings, models_dir: Path, outputs_dir: Path, budget: Budget,
                           out: Evaluation, progress: Callable[[str], None]) -> None:
-    name = f"{MODEL}-star"
+    name = f"{DEMO_MODEL}-star"
     stars = star_prompts(budget.star_prompts)
     seeds = budget.seeds[:1]
-    out.figures["lora_concept_before"] = score(txt2img(engine, settings, stars, seeds))
+    out.figures["lora_concept_before"] = check(txt2img(engine, settings, stars, seeds))[0]
     progress(f"star adherence without a LoRA {out.figures['lora_concept_before']:.3f}")
     seconds, steps = train_star_lora(models_dir, outputs_dir, budget, name)
     out.figures["lora_train_seconds"] = round(seconds, 1)
     out.details["lora_train_steps"] = steps
     tag = f" <lora:{name}:1>"
     after = txt2img(engine, settings, stars, seeds, tag)
-    out.figures["lora_concept_after"] = score(after)
-    out.details["lora_concept_misses"] = misses(after)
+    out.figures["lora_concept_after"], out.details["lora_concept_misses"] = check(after)
     progress(f"star adherence with the LoRA {out.figures['lora_concept_after']:.3f} after {seconds:.0f} s")
     ordinary = ordinary_prompts()[:budget.retained_prompts]
-    base = score(txt2img(engine, settings, ordinary, seeds))
-    with_lora = score(txt2img(engine, settings, ordinary, seeds, tag))
+    base = check(txt2img(engine, settings, ordinary, seeds))[0]
+    with_lora = check(txt2img(engine, settings, ordinary, seeds, tag))[0]
     out.details["retained_base_and_with_lora"] = [base, with_lora]
     out.figures["lora_retained"] = with_lora / base if base else 0.0
     progress(f"ordinary adherence {base:.3f} without, {with_lora:.3f} with the LoRA")
-
-
-def misses(pictures: list[tuple[str, Image.Image]]) -> list[str]:
-    """What the checker read where a picture missed its prompt, for the report."""
-    found = []
-    for prompt, picture in pictures:
-        if not shows(picture, prompt):
-            reading, wanted = read_picture(picture), parse_prompt(prompt)
-            found.append(f"{wanted.colour} {wanted.shape} -> {reading.colour} {reading.shape}")
-    return found
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -294,8 +281,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
     parser.add_argument("--quick", action="store_true", help="a small slice, without the LoRA part")
     parser.add_argument("--no-lora", action="store_true", help="skip training the star LoRA")
-    parser.add_argument("--models-dir", type=Path, default=ROOT / "models")
-    parser.add_argument("--outputs-dir", type=Path, default=ROOT / "outputs")
+    parser.add_argument("--models-dir", type=Path, default=REPO_ROOT / "models")
+    parser.add_argument("--outputs-dir", type=Path, default=REPO_ROOT / "outputs")
     return parser.parse_args(argv)
 
 
@@ -304,7 +291,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     budget = QUICK if args.quick else Budget()
     if args.no_lora:
-        budget = Budget(**{**budget.__dict__, "lora_images": 0})
+        budget = replace(budget, lora_images=0)
     started = time.time()
     result = evaluate(args.models_dir, args.outputs_dir, budget, progress=print)
     result.figures["evaluation_seconds"] = round(time.time() - started, 1)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from app.demo.checker import read_picture
+from app.demo.checker import Reading, read_picture
 from app.demo.shapes import HELD_OUT_SHAPE, PALETTE, SHAPES
 
 _LORA_TAG = re.compile(r"<lora:[^>]*>")
@@ -39,11 +39,18 @@ def parse_prompt(prompt: str) -> Request:
     return Request(words[where], colour, background)
 
 
-def shows(image: Image.Image, prompt: str) -> bool:
-    """Whether the picture shows the prompt's shape in the prompt's colour."""
+def judge(image: Image.Image, prompt: str) -> tuple[bool, Request, Reading]:
+    """Whether the picture shows the prompt's shape in the prompt's colour, with what was asked and
+    what the checker read."""
     wanted = parse_prompt(prompt)
     reading = read_picture(image)
-    return wanted.shape is not None and (reading.shape, reading.colour) == (wanted.shape, wanted.colour)
+    right = wanted.shape is not None and (reading.shape, reading.colour) == (wanted.shape, wanted.colour)
+    return right, wanted, reading
+
+
+def shows(image: Image.Image, prompt: str) -> bool:
+    """Whether the picture shows the prompt's shape in the prompt's colour."""
+    return judge(image, prompt)[0]
 
 
 def adherence(images: Sequence[Image.Image], prompts: Sequence[str]) -> float:
