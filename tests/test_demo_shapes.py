@@ -28,6 +28,50 @@ def test_generation_is_reproducible_and_keeps_the_held_out_pairs_out() -> None:
     assert len(captions) > 150 and all(s.colour in c and s.shape in c for (_, c, s) in first)
 
 
+def test_a_star_is_read_by_its_notches_even_with_an_arm_missing() -> None:
+    from PIL import ImageDraw
+
+    from app.demo.shapes import Scene, star_points
+
+    scene = Scene(HELD_OUT_SHAPE, "red", "white", 40, (32, 32))
+    assert read_picture(render(scene)).notches == 5
+    blunt = render(scene)
+    corners = star_points(32, 32, 20)
+    ImageDraw.Draw(blunt).polygon([corners[0], corners[1], corners[2]], fill=PALETTE["red"])  # fill one notch
+    reading = read_picture(blunt)
+    assert (reading.shape, reading.notches) == (HELD_OUT_SHAPE, 4)
+    for shape in SHAPES:  # the convex shapes have none, at the smallest size drawn too
+        for size in (16, 40):
+            reading = read_picture(render(Scene(shape, "blue", "yellow", size, (32, 32))))
+            assert (reading.shape, reading.notches) == (shape, 0)
+
+
+def test_stars_are_drawn_large_enough_for_their_points() -> None:
+    from app.demo.shapes import smallest_size
+
+    rng = random.Random(2)
+    stars = [random_scene(rng, 64, (HELD_OUT_SHAPE,)) for _ in range(200)]
+    others = [random_scene(rng, 64) for _ in range(200)]
+    assert min(s.size for s in stars) == smallest_size(HELD_OUT_SHAPE, 64) == 32
+    assert min(s.size for s in others) == smallest_size("circle", 64) == 16
+
+
+def test_the_decoder_stage_changes_the_decoder_and_keeps_the_latent_space() -> None:
+    import torch
+
+    from app.demo.build import make_vae, refine_decoder
+
+    torch.manual_seed(0)
+    vae = make_vae()
+    before = {k: v.clone() for k, v in vae.state_dict().items()}
+    losses = refine_decoder(vae, steps=2, batch=2, seed=0, device=torch.device("cpu"))
+    after = vae.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert len(losses) == 2 and changed
+    assert all(k.startswith(("decoder.", "post_quant_conv.")) for k in changed), sorted(changed)[:5]
+    assert not any(p.requires_grad for p in vae.parameters())
+
+
 def test_an_empty_picture_has_no_shape() -> None:
     scene = random_scene(random.Random(1))
     blank = render(scene).copy()
@@ -67,6 +111,13 @@ def test_the_build_pipeline_runs_end_to_end_and_loads_in_the_engine(tmp_path) ->
     finally:
         engine.shutdown()
     assert result.images[0].size == (64, 64) and "Model: demo-shapes" in result.infotexts[0]
+    # --decoder-only reruns stage 3 on that folder: the VAE decoder changes, the UNet file does not
+    unet_file, vae_file = out / "unet" / "diffusion_pytorch_model.safetensors", out / "vae" / "diffusion_pytorch_model.safetensors"
+    unet_bytes, vae_bytes = unet_file.read_bytes(), vae_file.read_bytes()
+    build_main(["--decoder-only", "--quick", "--out", str(out)])
+    info = json.loads((out / "build_info.json").read_text())
+    assert info["decoder_steps"] == 5 and "--decoder-only" in info["stages"]
+    assert unet_file.read_bytes() == unet_bytes and vae_file.read_bytes() != vae_bytes
 
 
 def test_prompts_are_read_in_every_caption_template() -> None:

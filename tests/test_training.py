@@ -160,6 +160,24 @@ def test_caches_are_reused_across_runs(workdir: Path, full_run) -> None:
     assert sorted(p.name for p in (cache / "latents").iterdir()) == latents_before
 
 
+def test_a_folder_with_another_vae_does_not_reuse_latents(workdir: Path, full_run) -> None:
+    """Same UNet (so the same model hash), other VAE weights: the latents are computed afresh, the text
+    embeddings (same text encoder) are reused."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    cache = workdir / "outputs" / "training" / ".cache"
+    latents_before, texts_before = len(list((cache / "latents").iterdir())), len(list((cache / "text").iterdir()))
+    copy = workdir / "models" / "Stable-diffusion" / "tiny-other-vae"
+    shutil.copytree(workdir / "models" / "Stable-diffusion" / "tiny", copy)
+    vae_file = copy / "vae" / "diffusion_pytorch_model.safetensors"
+    save_file({k: v * 1.01 for k, v in load_file(vae_file).items()}, vae_file)
+    train(config_for(workdir, "other-vae", base_model="tiny-other-vae", max_steps=1))
+    assert len(list((cache / "latents").iterdir())) == latents_before + 8
+    assert len(list((cache / "text").iterdir())) == texts_before
+
+
 def test_the_file_is_kohya_format_with_metadata_and_hashes(full_run) -> None:
     config, result = full_run
     path = result.lora_path

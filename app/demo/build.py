@@ -1,14 +1,20 @@
 """Build the bundled "shapes" model from scratch: ``python -m app.demo.build``.
 
-Three stages, all seeded (the same command gives the same model):
+Four stages, all seeded (the same command gives the same model):
 1. a small ``AutoencoderKL`` (64x64 pictures -> 16x16x4 latents) on generated pictures;
 2. a small CLIP text encoder and ``UNet2DConditionModel`` trained together on (latent, caption)
    pairs, with min-SNR weighting and an EMA of the UNet's weights (what made the probe's model work);
-3. a diffusers folder with a DDIM-style scheduler config (``clip_sample`` off: on, it ruins latent
+3. the autoencoder's decoder refined on the shapes and on random outlines (uncaptioned polygons,
+   convex or not), with the encoder frozen: the latent space the UNet learnt stays the same, and the
+   decoder learns to draw outlines it had not seen (stage 1 alone decodes stars as round blobs, so
+   no LoRA could teach one);
+4. a diffusers folder with a DDIM-style scheduler config (``clip_sample`` off: on, it ruins latent
    models), the captions' tokenizer and a model card.
 
 Data is drawn fresh for every batch from the shapes generator, without the held-out pairs and the
-star. ``--quick`` runs a few steps of each stage, to check the pipeline end to end.
+star. ``--quick`` runs a few steps of each stage, to check the pipeline end to end;
+``--decoder-only`` runs stage 3 on the model already at ``--out`` (stage 3 was added after the
+committed model's stages 1-2 had run; it uses its own random streams, so both ways give one model).
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from diffusers.training_utils import EMAModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from app.demo import BUNDLED_PATH
-from app.demo.shapes import TEMPLATES, random_scene, render
+from app.demo.shapes import TEMPLATES, random_outline, random_scene, render
 from app.demo.tokenizer import shapes_tokenizer, write_vocab_files
 from app.training.losses import min_snr_weights
 
@@ -57,9 +63,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--vae-steps", type=int, default=700)
     parser.add_argument("--unet-steps", type=int, default=4200)
+    parser.add_argument("--decoder-steps", type=int, default=400)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--pool", type=int, default=16384, help="scenes encoded once for the UNet stage")
     parser.add_argument("--quick", action="store_true", help="a few steps of each stage (a smoke test)")
+    parser.add_argument("--decoder-only", action="store_true",
+                        help="only refine the decoder of the model already at --out (stage 3)")
     return parser.parse_args(argv)
 
 
@@ -110,6 +119,36 @@ def train_vae(vae: AutoencoderKL, steps: int, batch: int, seed: int, device: tor
         losses.append(float(loss))
         if step % 100 == 0 or step == steps - 1:
             log.info("vae step %d/%d loss %.5f", step + 1, steps, loss)
+    vae.eval()
+    return losses
+
+
+def refine_decoder(vae: AutoencoderKL, steps: int, batch: int, seed: int, device: torch.device) -> list[float]:
+    """Train the decoder (encoder frozen) on half shapes, half random outlines; returns the losses."""
+    rng = random.Random(f"decoder:{seed}")
+    noise_gen = torch.Generator().manual_seed(seed)
+    vae.requires_grad_(False)
+    vae.decoder.requires_grad_(True)
+    vae.post_quant_conv.requires_grad_(True)
+    params = [p for p in vae.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=3e-4, weight_decay=0)
+    losses = []
+    for step in range(steps):
+        pictures = [render(random_scene(rng, IMAGE_SIZE), IMAGE_SIZE) if i % 2 else random_outline(rng, IMAGE_SIZE)
+                    for i in range(batch)]
+        target = torch.from_numpy(np.stack([np.asarray(p, dtype=np.float32) / 127.5 - 1 for p in pictures]))
+        target = target.permute(0, 3, 1, 2).to(device)
+        with torch.no_grad():
+            posterior = vae.encode(target).latent_dist
+            latents = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=noise_gen).to(device)
+        loss = F.mse_loss(vae.decode(latents).sample, target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss))
+        if step % 100 == 0 or step == steps - 1:
+            log.info("decoder step %d/%d loss %.5f", step + 1, steps, loss)
+    vae.requires_grad_(False)
     vae.eval()
     return losses
 
@@ -174,7 +213,8 @@ def train_unet(unet: UNet2DConditionModel, text_encoder: CLIPTextModel, tokenize
 def build(args: argparse.Namespace) -> dict:
     started = time.time()
     torch.manual_seed(args.seed)
-    vae_steps, unet_steps = (5, 5) if args.quick else (args.vae_steps, args.unet_steps)
+    vae_steps, unet_steps, decoder_steps = (5, 5, 5) if args.quick else (args.vae_steps, args.unet_steps,
+                                                                          args.decoder_steps)
     batch = 4 if args.quick else args.batch
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     tokenizer = shapes_tokenizer()
@@ -190,6 +230,9 @@ def build(args: argparse.Namespace) -> dict:
     pool_size = 256 if args.quick else args.pool
     unet_losses, ema = train_unet(unet, text_encoder, tokenizer, vae, unet_steps, batch, args.seed, device, pool_size)
     ema.copy_to(unet.parameters())
+    decoder_started = time.time()
+    decoder_losses = refine_decoder(vae, decoder_steps, batch, args.seed, device)
+    decoder_minutes = (time.time() - decoder_started) / 60
     vae, text_encoder, unet = vae.cpu(), text_encoder.cpu(), unet.cpu()
     scheduler = DDIMScheduler(**SCHEDULE, clip_sample=False, set_alpha_to_one=False, steps_offset=1)
     pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder.eval(), tokenizer=tokenizer, unet=unet.eval(),
@@ -198,8 +241,29 @@ def build(args: argparse.Namespace) -> dict:
     info = {"seed": args.seed, "vae_steps": vae_steps, "unet_steps": unet_steps, "batch": batch,
             "device": str(device), "pool": pool_size,
             "vae_minutes": round((vae_done - started) / 60, 2), "total_minutes": round((time.time() - started) / 60, 2),
+            "decoder_steps": decoder_steps, "decoder_minutes": round(decoder_minutes, 2),
             "final_vae_loss": float(np.mean(vae_losses[-50:])), "final_unet_loss": float(np.mean(unet_losses[-50:])),
+            "final_decoder_loss": float(np.mean(decoder_losses[-50:])),
             "scaling_factor": vae.config.scaling_factor, "torch": torch.__version__}
+    write_model(pipe, args.out, info)
+    return info
+
+
+def refine_existing(args: argparse.Namespace) -> dict:
+    """Stage 3 alone, on the model at ``args.out`` (its other parts are kept as they are)."""
+    started = time.time()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    pipe = StableDiffusionPipeline.from_pretrained(args.out, safety_checker=None, requires_safety_checker=False)
+    info = json.loads((args.out / "build_info.json").read_text(encoding="utf-8"))
+    steps = 5 if args.quick else args.decoder_steps
+    vae = pipe.vae.to(device)
+    losses = refine_decoder(vae, steps, 4 if args.quick else args.batch, info["seed"], device)
+    pipe.vae = vae.cpu()
+    minutes = (time.time() - started) / 60
+    info.update({"decoder_steps": steps, "decoder_minutes": round(minutes, 2),
+                 "total_minutes": round(info["total_minutes"] + minutes, 2),
+                 "final_decoder_loss": float(np.mean(losses[-50:])),
+                 "stages": "1-2 then 3 as a separate run (--decoder-only); total_minutes is their sum"})
     write_model(pipe, args.out, info)
     return info
 
@@ -222,7 +286,8 @@ def write_model(pipe: StableDiffusionPipeline, out: Path, info: dict) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    info = build(parse_args(argv))
+    args = parse_args(argv)
+    info = refine_existing(args) if args.decoder_only else build(args)
     print(json.dumps(info))
 
 

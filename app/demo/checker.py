@@ -3,9 +3,12 @@
 The background is the commonest palette colour of the border, measured at its actual tone there.
 The shape is the largest connected region far from that tone: a generated picture's small stray
 specks and soft edges are left out. Its colour is the palette colour nearest the median of the
-region's inner pixels (not its edge, where colours blend). Its kind is the shape whose silhouette,
-drawn into the region's bounding box, overlaps the region best (intersection over union): the whole
-outline decides, so a generated square with softened corners still reads as a square.
+region's inner pixels (not its edge, where colours blend). A region with at least four notches
+(pockets between its outline and its convex hull) is a star: a five-pointed star has five, the other
+shapes none, and a generated star with a blunt or tilted arm still keeps most of them. Otherwise its
+kind is the convex shape whose silhouette, drawn into the region's bounding box, overlaps the region
+best (intersection over union): the whole outline decides, so a generated square with softened
+corners still reads as a square.
 """
 
 from __future__ import annotations
@@ -15,8 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
+from scipy.spatial import ConvexHull
 
-from app.demo.shapes import HELD_OUT_SHAPE, PALETTE, SHAPES, star_points
+from app.demo.shapes import HELD_OUT_SHAPE, PALETTE, SHAPES
 
 _NAMES = list(PALETTE)
 _COLOURS = np.array([PALETTE[n] for n in _NAMES], dtype=np.float32)
@@ -28,7 +32,8 @@ class Reading:
     colour: str | None
     background: str
     fill: float = 0.0  # share of its bounding box the shape covers
-    match: float = 0.0  # overlap (IoU) with the silhouette it was read as
+    match: float = 0.0  # overlap (IoU) with the convex silhouette that fits best
+    notches: int = 0  # pockets between the outline and its convex hull
 
 
 def nearest_colour(rgb: np.ndarray) -> str:
@@ -53,9 +58,30 @@ def read_picture(image: Image.Image, min_pixels: int = 12) -> Reading:
     colour = nearest_colour(np.median(pixels[inner if inner.sum() >= min_pixels else region], axis=0))
     rows, cols = np.nonzero(region)
     cut = region[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
-    overlaps = {name: _iou(cut, silhouette(name, cut.shape[1], cut.shape[0])) for name in (*SHAPES, HELD_OUT_SHAPE)}
-    shape = max(overlaps, key=overlaps.get)
-    return Reading(shape, colour, background, float(cut.mean()), overlaps[shape])
+    overlaps = {name: _iou(cut, silhouette(name, cut.shape[1], cut.shape[0])) for name in SHAPES}
+    convex = max(overlaps, key=overlaps.get)
+    pockets = notches(cut)
+    shape = HELD_OUT_SHAPE if pockets >= STAR_NOTCHES else convex
+    return Reading(shape, colour, background, float(cut.mean()), overlaps[convex], pockets)
+
+
+STAR_NOTCHES = 4  # of a star's five: one may be filled in by a blunt arm or an arm cut by the border
+
+
+def notches(region: np.ndarray, share: float = 0.015) -> int:
+    """The pockets between ``region`` and its convex hull that cover at least ``share`` of the hull
+    (after an opening, so the one-pixel slivers of a drawn edge don't count)."""
+    rows, cols = np.nonzero(region)
+    corners = np.concatenate([np.stack([cols + dx, rows + dy], axis=1) for dx in (0, 1) for dy in (0, 1)])
+    hull = Image.new("L", (region.shape[1] + 1, region.shape[0] + 1), 0)
+    ImageDraw.Draw(hull).polygon([tuple(corners[v] - 0.5) for v in ConvexHull(corners).vertices], fill=255)
+    inside = (np.asarray(hull) > 0)[:region.shape[0], :region.shape[1]]
+    gaps = ndimage.binary_opening(inside & ~region)
+    labels, count = ndimage.label(gaps)
+    if count == 0:
+        return 0
+    areas = ndimage.sum(gaps, labels, index=range(1, count + 1))
+    return int((areas >= share * inside.sum()).sum())
 
 
 def silhouette(shape: str, width: int, height: int) -> np.ndarray:
@@ -65,8 +91,7 @@ def silhouette(shape: str, width: int, height: int) -> np.ndarray:
     if shape == "circle":
         pen.ellipse((0, 0, width - 1, height - 1), fill=255)
     else:
-        corners = {"square": [(-1, -1), (1, -1), (1, 1), (-1, 1)], "triangle": [(0, -1), (1, 1), (-1, 1)],
-                   "star": star_points(0.0, 0.0, 1.0)}[shape]
+        corners = {"square": [(-1, -1), (1, -1), (1, 1), (-1, 1)], "triangle": [(0, -1), (1, 1), (-1, 1)]}[shape]
         points = np.array(corners, dtype=float)
         low, high = points.min(axis=0), points.max(axis=0)
         pen.polygon([tuple(p) for p in (points - low) / (high - low) * (width - 1, height - 1)], fill=255)

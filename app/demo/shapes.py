@@ -55,10 +55,17 @@ def random_scene(rng: random.Random, image_size: int = 64, shapes: tuple[str, ..
         colour, background = rng.sample(list(PALETTE), 2)
         if allow_held_out_pairs or (shape, colour) not in HELD_OUT_PAIRS:
             break
-    size = rng.randint(image_size // 4, image_size * 5 // 8)
+    size = rng.randint(smallest_size(shape, image_size), image_size * 5 // 8)
     half = size // 2 + 1
     centre = (rng.randint(half, image_size - half), rng.randint(half, image_size - half))
     return Scene(shape, colour, background, size, centre)
+
+
+def smallest_size(shape: str, image_size: int) -> int:
+    """The smallest side a shape is drawn at. A star is at least half the picture: smaller, its points
+    are two or three pixels wide, narrower than one latent cell of the 4x autoencoder, so no model of
+    this size can draw them (decoded, they come back as round blobs)."""
+    return image_size // 2 if shape == HELD_OUT_SHAPE else image_size // 4
 
 
 def render(scene: Scene, image_size: int = 64) -> Image.Image:
@@ -88,6 +95,24 @@ def star_points(x: float, y: float, r: float, points: int = 5) -> list[tuple[flo
         angle = -math.pi / 2 + i * math.pi / points
         corners.append((x + radius * math.cos(angle), y + radius * math.sin(angle)))
     return corners
+
+
+def random_outline(rng: random.Random, image_size: int = 64) -> Image.Image:
+    """A random polygon of 3 to 12 corners at random distances from its centre (convex or not), in a
+    palette colour on another: uncaptioned pictures that teach the autoencoder outlines in general,
+    so that it can draw shapes the text-to-image model never saw (the star a LoRA teaches)."""
+    colour, background = rng.sample(list(PALETTE), 2)
+    image = Image.new("RGB", (image_size, image_size), PALETTE[background])
+    r = rng.randint(image_size // 4, image_size * 5 // 8) / 2
+    half = int(r) + 1
+    x, y = rng.randint(half, image_size - half), rng.randint(half, image_size - half)
+    corners = rng.randint(3, 12)
+    turn = rng.random() * 2 * math.pi
+    angles = sorted(rng.random() * 2 * math.pi for _ in range(corners))
+    reach = [rng.uniform(0.3, 1.0) for _ in range(corners)]
+    ImageDraw.Draw(image).polygon([(x + r * k * math.cos(a + turn), y + r * k * math.sin(a + turn))
+                                   for a, k in zip(angles, reach)], fill=PALETTE[colour])
+    return image
 
 
 def sample(seed: int, count: int, image_size: int = 64, shapes: tuple[str, ...] = SHAPES,

@@ -159,6 +159,19 @@ class ModelRegistry:
             return None
         return self._cached("sha256", target, lambda: sha256_file(target))[:10]
 
+    def component_hash(self, entry: ModelEntry, component: str) -> str | None:
+        """The short hash of what one part (``vae``, ``text_encoder``...) of a checkpoint computes from:
+        the file itself for a single-file checkpoint, that part's weights in a diffusers folder (the
+        model hash covers the UNet only). None for hub models."""
+        if entry.path is None:
+            return None
+        if entry.path.is_file():
+            return self.short_hash(entry)
+        files = sorted((entry.path / component).glob("*.safetensors"))
+        if not files:
+            return self.short_hash(entry)
+        return "".join(self._cached("sha256", f, lambda f=f: sha256_file(f))[:10] for f in files)
+
 
 def is_hub_id(name: str) -> bool:
     """``owner/name`` that cannot be read as a path on this machine (no "..", nothing that exists)."""

@@ -115,11 +115,15 @@ def train(config: TrainConfig, *, registry: ModelRegistry | None = None,
     buckets = make_buckets(config.resolution, config.bucket_step)
     bucket_of = [nearest_bucket(image.size, buckets) for image in images]
     caption_options = CaptionOptions(config.shuffle_caption, config.keep_tokens, config.caption_dropout)
-    model_key = registry.short_hash(entry) or entry.name
+    def cache_key(*components: str) -> str:  # what the cached outputs were computed from
+        return ":".join(registry.component_hash(entry, c) or entry.name for c in components)
+
     cache_root = Path(config.outputs_dir) / "training" / ".cache"
-    latents = LatentCache(cache_root / "latents", vae, model_key, enabled=config.cache_latents)
+    latents = LatentCache(cache_root / "latents", vae, cache_key("vae"), enabled=config.cache_latents)
     text_cache_usable = config.cache_text and not config.train_text_encoder and not config.shuffle_caption
-    texts = TextCache(cache_root / "text", tokenizers, text_encoders, family, model_key, enabled=text_cache_usable)
+    texts = TextCache(cache_root / "text", tokenizers, text_encoders, family,
+                      cache_key(*[c for c in TEXT_COMPONENTS if getattr(pipe, c, None) is not None]),
+                      enabled=text_cache_usable)
     if accelerator.is_main_process:
         latents.fill(images, bucket_of, flips=config.flip, device=device)
         texts.fill([image.caption for image in images] + ([""] if config.caption_dropout else []), device=device)
