@@ -72,10 +72,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def as_batch(pictures: list) -> torch.Tensor:
+    """Pictures as a (N, 3, H, W) batch in [-1, 1]."""
+    arrays = [np.asarray(picture, dtype=np.float32) / 127.5 - 1 for picture in pictures]
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
+
+
 def pixels_of(scenes: list) -> torch.Tensor:
     """The scenes drawn, as a (N, 3, H, W) batch in [-1, 1]."""
-    arrays = [np.asarray(render(scene, IMAGE_SIZE), dtype=np.float32) / 127.5 - 1 for scene in scenes]
-    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
+    return as_batch([render(scene, IMAGE_SIZE) for scene in scenes])
+
+
+def descend(optimizer: torch.optim.Optimizer, loss: torch.Tensor, losses: list[float], stage: str, step: int,
+            steps: int) -> None:
+    """One optimizer step on ``loss``, recorded and logged every 100 steps."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    losses.append(float(loss))
+    if step % 100 == 0 or step == steps - 1:
+        log.info("%s step %d/%d loss %.5f", stage, step + 1, steps, loss)
 
 
 def fresh_pixels(rng: random.Random, size: int) -> torch.Tensor:
@@ -113,12 +129,7 @@ def train_vae(vae: AutoencoderKL, steps: int, batch: int, seed: int, device: tor
         posterior = vae.encode(pictures).latent_dist
         reconstruction = vae.decode(posterior.sample()).sample
         loss = F.mse_loss(reconstruction, pictures) + 1e-6 * posterior.kl().mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(float(loss))
-        if step % 100 == 0 or step == steps - 1:
-            log.info("vae step %d/%d loss %.5f", step + 1, steps, loss)
+        descend(optimizer, loss, losses, "vae", step, steps)
     vae.eval()
     return losses
 
@@ -134,20 +145,13 @@ def refine_decoder(vae: AutoencoderKL, steps: int, batch: int, seed: int, device
     optimizer = torch.optim.AdamW(params, lr=3e-4, weight_decay=0)
     losses = []
     for step in range(steps):
-        pictures = [render(random_scene(rng, IMAGE_SIZE), IMAGE_SIZE) if i % 2 else random_outline(rng, IMAGE_SIZE)
-                    for i in range(batch)]
-        target = torch.from_numpy(np.stack([np.asarray(p, dtype=np.float32) / 127.5 - 1 for p in pictures]))
-        target = target.permute(0, 3, 1, 2).to(device)
+        target = as_batch([render(random_scene(rng, IMAGE_SIZE), IMAGE_SIZE) if i % 2
+                           else random_outline(rng, IMAGE_SIZE) for i in range(batch)]).to(device)
         with torch.no_grad():
             posterior = vae.encode(target).latent_dist
             latents = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=noise_gen).to(device)
         loss = F.mse_loss(vae.decode(latents).sample, target)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(float(loss))
-        if step % 100 == 0 or step == steps - 1:
-            log.info("decoder step %d/%d loss %.5f", step + 1, steps, loss)
+        descend(optimizer, loss, losses, "decoder", step, steps)
     vae.requires_grad_(False)
     vae.eval()
     return losses
