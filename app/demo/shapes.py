@@ -55,10 +55,15 @@ def random_scene(rng: random.Random, image_size: int = 64, shapes: tuple[str, ..
         colour, background = rng.sample(list(PALETTE), 2)
         if allow_held_out_pairs or (shape, colour) not in HELD_OUT_PAIRS:
             break
-    size = rng.randint(smallest_size(shape, image_size), image_size * 5 // 8)
-    half = size // 2 + 1
-    centre = (rng.randint(half, image_size - half), rng.randint(half, image_size - half))
+    size, centre = placement(rng, image_size, smallest_size(shape, image_size))
     return Scene(shape, colour, background, size, centre)
+
+
+def placement(rng: random.Random, image_size: int, smallest: int) -> tuple[int, tuple[int, int]]:
+    """A side between ``smallest`` and 5/8 of the picture, and a centre that keeps the shape inside."""
+    size = rng.randint(smallest, image_size * 5 // 8)
+    half = size // 2 + 1
+    return size, (rng.randint(half, image_size - half), rng.randint(half, image_size - half))
 
 
 def smallest_size(shape: str, image_size: int) -> int:
@@ -103,9 +108,8 @@ def random_outline(rng: random.Random, image_size: int = 64) -> Image.Image:
     so that it can draw shapes the text-to-image model never saw (the star a LoRA teaches)."""
     colour, background = rng.sample(list(PALETTE), 2)
     image = Image.new("RGB", (image_size, image_size), PALETTE[background])
-    r = rng.randint(image_size // 4, image_size * 5 // 8) / 2
-    half = int(r) + 1
-    x, y = rng.randint(half, image_size - half), rng.randint(half, image_size - half)
+    size, (x, y) = placement(rng, image_size, image_size // 4)
+    r = size / 2
     corners = rng.randint(3, 12)
     turn = rng.random() * 2 * math.pi
     angles = sorted(rng.random() * 2 * math.pi for _ in range(corners))
