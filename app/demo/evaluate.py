@@ -273,7 +273,7 @@ def evaluate_lora_concept(engine: Engine, settings: Settings, trained: tuple[flo
     progress(f"star adherence with the LoRA {out.figures['lora_concept_after']:.3f} after {seconds:.0f} s")
     ordinary = ordinary_prompts()[:budget.retained_prompts]
     base = check(txt2img(engine, settings, ordinary, seeds))[0]
-    with_lora = check(txt2img(engine, settings, ordinary, seeds, tag))[0]
+    with_lora, out.details["retained_misses_with_lora"] = check(txt2img(engine, settings, ordinary, seeds, tag))
     out.details["retained_base_and_with_lora"] = [base, with_lora]
     out.figures["lora_retained"] = with_lora / base if base else 0.0
     progress(f"ordinary adherence {base:.3f} without, {with_lora:.3f} with the LoRA")
