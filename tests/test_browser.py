@@ -120,9 +120,9 @@ def test_txt2img_with_ctrl_enter_shows_progress_then_the_image(page, app: Runnin
 
     seed = re.search(r"Seed: (\d+)", info).group(1)
     page.click("#txt2img_reuse_seed")
-    page.wait_for_function("(s) => document.querySelector('#txt2img_seed input').value === s", arg=seed)
+    page.wait_for_function("(s) => document.querySelector('#txt2img_seed input')?.value === s", arg=seed)
     page.click("#txt2img_random_seed")
-    page.wait_for_function("() => document.querySelector('#txt2img_seed input').value === '-1'")
+    page.wait_for_function("() => document.querySelector('#txt2img_seed input')?.value === '-1'")
 
     page.click("#txt2img_send_to_img2img")
     page.wait_for_selector("#img2img_image img", timeout=10_000)
@@ -132,7 +132,7 @@ def test_txt2img_with_ctrl_enter_shows_progress_then_the_image(page, app: Runnin
 
     page.get_by_role("tab", name="txt2img").click()
     page.click("#txt2img_send_to_inpaint")
-    page.wait_for_function("() => document.querySelector('#inpaint_prompt textarea').value.includes('red circle')",
+    page.wait_for_function("() => document.querySelector('#inpaint_prompt textarea')?.value?.includes('red circle')",
                            timeout=10_000)
     page.wait_for_timeout(1500)
     page.screenshot(path=str(SHOTS / "sent-to-inpaint.png"))
@@ -249,7 +249,7 @@ def test_lora_picker_lists_new_files_after_refresh_and_inserts_the_tag(page, app
     wait_for_text(page, "#txt2img_lora_info", "shapey", timeout=10_000)
     assert "SD 1.x" in page.inner_text("#txt2img_lora_info")
     page.click("#txt2img_lora_add")
-    page.wait_for_function("() => document.querySelector('#txt2img_prompt textarea').value.includes('<lora:')")
+    page.wait_for_function("() => document.querySelector('#txt2img_prompt textarea')?.value?.includes('<lora:')")
     assert page.input_value("#txt2img_prompt textarea") == "a red circle <lora:shape-style:1>"
     page.screenshot(path=str(SHOTS / "lora-picker.png"))
     page.click("#txt2img_generate")
@@ -289,7 +289,7 @@ def test_train_tab_trains_shows_the_loss_and_hands_the_lora_to_txt2img(page, app
     page.screenshot(path=str(SHOTS / "train-done.png"), full_page=True)
     assert (app.models_dir / "Lora" / "browser-dots.safetensors").is_file()
     page.click("#train_use")
-    page.wait_for_function("() => document.querySelector('#txt2img_prompt textarea').value.includes('<lora:browser-dots:1>')",
+    page.wait_for_function("() => document.querySelector('#txt2img_prompt textarea')?.value?.includes('<lora:browser-dots:1>')",
                            timeout=10_000)
 
 
