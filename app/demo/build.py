@@ -69,7 +69,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="a few steps of each stage (a smoke test)")
     parser.add_argument("--decoder-only", action="store_true",
                         help="only refine the decoder of the model already at --out (stage 3)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.vae_steps = args.unet_steps = args.decoder_steps = 5
+        args.batch, args.pool = 4, 256
+    return args
+
+
+def training_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def as_batch(pictures: list) -> torch.Tensor:
@@ -84,10 +92,13 @@ def pixels_of(scenes: list) -> torch.Tensor:
 
 
 def descend(optimizer: torch.optim.Optimizer, loss: torch.Tensor, losses: list[float], stage: str, step: int,
-            steps: int) -> None:
-    """One optimizer step on ``loss``, recorded and logged every 100 steps."""
+            steps: int, clip: list[torch.nn.Parameter] | None = None) -> None:
+    """One optimizer step on ``loss`` (gradients of ``clip`` clipped to norm 1 first), recorded and
+    logged every 100 steps."""
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    if clip is not None:
+        torch.nn.utils.clip_grad_norm_(clip, 1.0)
     optimizer.step()
     losses.append(float(loss))
     if step % 100 == 0 or step == steps - 1:
@@ -203,24 +214,16 @@ def train_unet(unet: UNet2DConditionModel, text_encoder: CLIPTextModel, tokenize
         prediction = unet(scheduler.add_noise(latents, noise, timesteps), timesteps, hidden).sample
         per_sample = F.mse_loss(prediction, noise, reduction="none").mean(dim=(1, 2, 3))
         loss = (per_sample * min_snr_weights(alphas, timesteps, 5.0, "epsilon")).mean()  # 10% empty captions: CFG
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
+        descend(optimizer, loss, losses, "unet", step, steps, clip=params)
         ema.step(unet.parameters())
-        losses.append(float(loss))
-        if step % 100 == 0 or step == steps - 1:
-            log.info("unet step %d/%d loss %.5f", step + 1, steps, loss)
     return losses, ema
 
 
 def build(args: argparse.Namespace) -> dict:
     started = time.time()
     torch.manual_seed(args.seed)
-    vae_steps, unet_steps, decoder_steps = (5, 5, 5) if args.quick else (args.vae_steps, args.unet_steps,
-                                                                          args.decoder_steps)
-    batch = 4 if args.quick else args.batch
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    vae_steps, unet_steps, decoder_steps, batch = args.vae_steps, args.unet_steps, args.decoder_steps, args.batch
+    device = training_device()
     tokenizer = shapes_tokenizer()
     vae = make_vae().to(device)
     vae_losses = train_vae(vae, vae_steps, batch, args.seed, device)
@@ -231,8 +234,7 @@ def build(args: argparse.Namespace) -> dict:
                                      tokenizer.eos_token_id)
     text_encoder.to(device)
     unet = make_unet().to(device)
-    pool_size = 256 if args.quick else args.pool
-    unet_losses, ema = train_unet(unet, text_encoder, tokenizer, vae, unet_steps, batch, args.seed, device, pool_size)
+    unet_losses, ema = train_unet(unet, text_encoder, tokenizer, vae, unet_steps, batch, args.seed, device, args.pool)
     ema.copy_to(unet.parameters())
     decoder_started = time.time()
     decoder_losses = refine_decoder(vae, decoder_steps, batch, args.seed, device)
@@ -243,7 +245,7 @@ def build(args: argparse.Namespace) -> dict:
                                    scheduler=scheduler, safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)
     info = {"seed": args.seed, "vae_steps": vae_steps, "unet_steps": unet_steps, "batch": batch,
-            "device": str(device), "pool": pool_size,
+            "device": str(device), "pool": args.pool,
             "vae_minutes": round((vae_done - started) / 60, 2), "total_minutes": round((time.time() - started) / 60, 2),
             "decoder_steps": decoder_steps, "decoder_minutes": round(decoder_minutes, 2),
             "final_vae_loss": float(np.mean(vae_losses[-50:])), "final_unet_loss": float(np.mean(unet_losses[-50:])),
@@ -256,15 +258,14 @@ def build(args: argparse.Namespace) -> dict:
 def refine_existing(args: argparse.Namespace) -> dict:
     """Stage 3 alone, on the model at ``args.out`` (its other parts are kept as they are)."""
     started = time.time()
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = training_device()
     pipe = StableDiffusionPipeline.from_pretrained(args.out, safety_checker=None, requires_safety_checker=False)
     info = json.loads((args.out / "build_info.json").read_text(encoding="utf-8"))
-    steps = 5 if args.quick else args.decoder_steps
     vae = pipe.vae.to(device)
-    losses = refine_decoder(vae, steps, 4 if args.quick else args.batch, info["seed"], device)
+    losses = refine_decoder(vae, args.decoder_steps, args.batch, info["seed"], device)
     pipe.vae = vae.cpu()
     minutes = (time.time() - started) / 60
-    info.update({"decoder_steps": steps, "decoder_minutes": round(minutes, 2),
+    info.update({"decoder_steps": args.decoder_steps, "decoder_minutes": round(minutes, 2),
                  "total_minutes": round(info["total_minutes"] + minutes, 2),
                  "final_decoder_loss": float(np.mean(losses[-50:])),
                  "stages": "1-2 then 3 as a separate run (--decoder-only); total_minutes is their sum"})

@@ -155,9 +155,7 @@ class ModelRegistry:
         """A1111's "Model hash": the first 10 hex digits of the file's sha256. For a diffusers
         folder, the sha256 of its UNet weights file; None for hub models."""
         target = _hash_target(entry)
-        if target is None:
-            return None
-        return self._cached("sha256", target, lambda: sha256_file(target))[:10]
+        return None if target is None else self._short_sha256(target)
 
     def component_hash(self, entry: ModelEntry, component: str) -> str | None:
         """The short hash of what one part (``vae``, ``text_encoder``...) of a checkpoint computes from:
@@ -170,7 +168,10 @@ class ModelRegistry:
         files = sorted((entry.path / component).glob("*.safetensors"))
         if not files:
             return self.short_hash(entry)
-        return "".join(self._cached("sha256", f, lambda f=f: sha256_file(f))[:10] for f in files)
+        return "".join(self._short_sha256(f) for f in files)
+
+    def _short_sha256(self, path: Path) -> str:
+        return self._cached("sha256", path, lambda: sha256_file(path))[:10]
 
 
 def is_hub_id(name: str) -> bool:
