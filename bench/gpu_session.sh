@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU figures of bench/RESULTS.md, in one go on a lent CUDA machine whose python3 has torch:
 #   bash bench/gpu_session.sh benches   # engine_overhead, lora_swap and train_throughput, SD 1.5 arch
-#   bash bench/gpu_session.sh demo      # python -m app.demo.build on the GPU, packed for the trip back
+#   bash bench/gpu_session.sh demo      # python -m app.demo.build on the GPU (after a determinism check), packed for the trip back
 # Packages the image lacks (or has in other versions) travel as wheels in .whl/ and go to /tmp/site.
 # Logs and results land in $OUT (default: ./gpu-out).
 set -u
@@ -26,21 +26,20 @@ case "${1:-benches}" in
     bench lora_swap 150 --arch sd15 --runs 4 --swaps 10
     bench train_throughput 160 --arch sd15 --batch 1 4 --steps 30
     ;;
-  demo)  # the default build; DEMO_BIG_ARGS adds a longer one beside it, in parallel
-    build() {  # folder name, arguments...
-      local name=$1; shift
-      timeout "${DEMO_LIMIT:-400}" python3 -m app.demo.build --out "/tmp/demo-build/$name" "$@" > "$OUT/$name.log" 2>&1
-      echo "== $name rc=$?"
-      tail -1 "$OUT/$name.log"
-      if [ -f "/tmp/demo-build/$name/build_info.json" ]; then
-        tar -C /tmp/demo-build -czf "/tmp/$name.tar.gz" "$name" && split -b 15M "/tmp/$name.tar.gz" "$OUT/$name.tar.gz.part-"
-      fi
-    }
-    started=$SECONDS
-    [ -n "${DEMO_BIG_ARGS:-}" ] && build demo-shapes-big $DEMO_BIG_ARGS &
-    build demo-shapes ${DEMO_ARGS:-}
+  demo)  # the default build, after two quick builds that must give the same bytes (deterministic kernels)
+    for run in 1 2; do
+      python3 -m app.demo.build --quick --out "/tmp/demo-quick-$run" > "$OUT/quick-$run.log" 2>&1 &
+    done
     wait
-    echo "== demo builds done in $((SECONDS - started)) s"
-    ls -la "$OUT"
+    for run in 1 2; do (cd "/tmp/demo-quick-$run" && sha256sum */*.safetensors) > "/tmp/quick-$run.sha"; done
+    if cmp -s /tmp/quick-1.sha /tmp/quick-2.sha; then echo "== quick builds: same bytes"; else echo "== quick builds DIFFER"; fi
+    cat /tmp/quick-1.sha
+    started=$SECONDS
+    timeout "${DEMO_LIMIT:-400}" python3 -m app.demo.build --out /tmp/demo-build/demo-shapes ${DEMO_ARGS:-} > "$OUT/build.log" 2>&1
+    echo "== build rc=$? in $((SECONDS - started)) s"
+    tail -1 "$OUT/build.log"
+    if [ -f /tmp/demo-build/demo-shapes/build_info.json ]; then
+      tar -C /tmp/demo-build -czf /tmp/demo-shapes.tar.gz demo-shapes && split -b 15M /tmp/demo-shapes.tar.gz "$OUT/demo-shapes.tar.gz.part-"
+    fi
     ;;
 esac
