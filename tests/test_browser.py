@@ -148,14 +148,16 @@ def test_paint_a_mask_by_dragging_and_inpaint_only_there(page, app: RunningApp, 
     in_flight = requests_in_flight(page)
     for attempt in (1, 2):
         page.get_by_role("tab", name="Inpaint").click()
+        # Gradio's editor drops a picture that arrives before its PixiJS canvas exists (page errors
+        # "reading 'reset_layers'"; 1 in 8 uploads made right after the tab click, 0 in 16 after this wait).
+        page.locator("#inpaint_editor canvas").first.wait_for(state="attached", timeout=20_000)
         page.locator("#inpaint_editor input[type=file]").set_input_files(str(picture))
         try:
             page.locator("#inpaint_editor").get_by_text("Upload an image").wait_for(state="hidden", timeout=20_000)
             break
         except playwright_api.TimeoutError as err:
-            # Seen in 2 of 4 clean-clone runs, never from the working tree: the upload's POST reaches
-            # the server and its body never completes (the server logs ClientDisconnect when the page
-            # closes). A reload, as a person would do, gets a fresh page; the second miss fails.
+            # Also seen once before the wait above: the upload's POST reached the server and its body
+            # never completed. A reload, as a person would do, gets a fresh page; the second miss fails.
             page.screenshot(path=str(SHOTS / f"inpaint-upload-failed-{attempt}.png"), full_page=True)
             stuck = sorted(in_flight)
             print(f"upload attempt {attempt} did not land; requests still open: {stuck}")
