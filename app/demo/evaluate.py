@@ -61,8 +61,8 @@ class Budget:
     img2img_inputs: int = 6
     star_prompts: int = 16
     lora_images: int = 30
-    lora_stars: int = 22
-    lora_steps: int = 1800  # more than fit in lora_seconds: the time decides
+    lora_stars: int = 18  # of lora_images; the rest are ordinary shapes (CONTRAST_SHAPES)
+    lora_steps: int = 3000  # more than fit in lora_seconds (about 2400 here): the time decides
     lora_seconds: float = 540.0  # the limit is 10 minutes on this CPU: stop with a margin
 
 
