@@ -2,6 +2,7 @@
 # The GPU figures of bench/RESULTS.md, in one go on a lent CUDA machine whose python3 has torch:
 #   bash bench/gpu_session.sh benches   # engine_overhead, lora_swap and train_throughput, SD 1.5 arch
 #   bash bench/gpu_session.sh demo      # python -m app.demo.build on the GPU (after a determinism check), packed for the trip back
+#   bash bench/gpu_session.sh star      # bench/star_lora_sweep.py side by side, one run per line of bench/star_runs.txt
 # Packages the image lacks (or has in other versions) travel as wheels in .whl/ and go to /tmp/site.
 # Logs and results land in $OUT (default: ./gpu-out).
 set -u
@@ -41,5 +42,19 @@ case "${1:-benches}" in
     if [ -f /tmp/demo-build/demo-shapes/build_info.json ]; then
       tar -C /tmp/demo-build -czf /tmp/demo-shapes.tar.gz demo-shapes && split -b 15M /tmp/demo-shapes.tar.gz "$OUT/demo-shapes.tar.gz.part-"
     fi
+    ;;
+  star)  # each line of $STAR_RUNS: NAME JSON; logs gathered into two files (few files come back)
+    mkdir -p /tmp/star-logs
+    while read -r name settings; do
+      case "$name" in ''|'#'*) continue ;; esac
+      OMP_NUM_THREADS=2 timeout "${STAR_LIMIT:-420}" python3 bench/star_lora_sweep.py "$name" "$settings" \
+        --device cuda --outputs-dir /tmp/star-sweep > "/tmp/star-logs/$name.log" 2>&1 &
+    done < "${STAR_RUNS:-bench/star_runs.txt}"
+    wait
+    for log in /tmp/star-logs/*.log; do
+      echo "== $log"; grep -v "^\[transformers\]" "$log" | tail -5
+    done > "$OUT/star.log"
+    for log in /tmp/star-logs/*.log; do tail -1 "$log" | grep '^{' ; done > "$OUT/star-results.jsonl"
+    cat "$OUT/star-results.jsonl" | cut -c1-300
     ;;
 esac

@@ -12,8 +12,9 @@ fixed grid of prompts and seeds, read back by the checker:
 - ``img2img_monotonic``: the mean distance to the input grows with each step of denoising strength;
 - ``lora_concept_before`` / ``lora_concept_after``: adherence on star prompts (the concept held out
   of the base model) without, then with a LoRA trained here on at most 30 pictures within a time
-  limit; ``lora_retained``: adherence on the txt2img part's prompts and seeds with that LoRA at weight 1,
-  as a share of the base's (``txt2img_adherence``); ``lora_train_seconds``.
+  limit (no training star has the colour and background of a star prompt); ``lora_retained``:
+  adherence on the txt2img part's prompts and seeds with that LoRA at weight 1, as a share of the
+  base's (``txt2img_adherence``); ``lora_train_seconds``.
 
 ``--quick`` runs a small slice of each (the test suite's); the full run's figures go into
 bench/RESULTS.md.
@@ -27,7 +28,7 @@ import logging
 import random
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -36,7 +37,18 @@ from PIL import Image
 
 from app.demo import DEMO_MODEL, REPO_ROOT
 from app.demo.scoring import judge
-from app.demo.shapes import HELD_OUT_PAIRS, HELD_OUT_SHAPE, PALETTE, SHAPES, TEMPLATES, Scene, random_scene, render
+from app.demo.shapes import (
+    HELD_OUT_PAIRS,
+    HELD_OUT_SHAPE,
+    PALETTE,
+    SHAPES,
+    TEMPLATES,
+    Scene,
+    placement,
+    random_scene,
+    render,
+    smallest_size,
+)
 from app.engine import Engine, EngineConfig, Img2ImgRequest, InpaintRequest, Txt2ImgRequest
 from app.engine.masks import crop_region, prepare_mask
 
@@ -114,14 +126,16 @@ def held_out_prompts(backgrounds: int) -> list[str]:
             for background in [b for b in colours if b != colour][:backgrounds]]
 
 
-def star_prompts(count: int) -> list[str]:
+def star_pairs(count: int) -> list[tuple[str, str]]:
+    """The (colour, background) pairs of the star prompts: colours in turn, backgrounds at random."""
     rng = random.Random("stars")
-    prompts = []
-    for index in range(count):
-        colour = list(PALETTE)[index % len(PALETTE)]
-        background = rng.choice([b for b in PALETTE if b != colour])
-        prompts.append(prompt_for(HELD_OUT_SHAPE, colour, background))
-    return prompts
+    colours = list(PALETTE)
+    return [(colour, rng.choice([b for b in colours if b != colour]))
+            for colour in (colours[index % len(colours)] for index in range(count))]
+
+
+def star_prompts(count: int) -> list[str]:
+    return [prompt_for(HELD_OUT_SHAPE, colour, background) for colour, background in star_pairs(count)]
 
 
 def txt2img(engine: Engine, settings: Settings, prompts: Sequence[str], seeds: Sequence[int],
@@ -190,16 +204,30 @@ def img2img_distances(engine: Engine, settings: Settings, inputs: int, seed: int
     return [float(v) for v in np.mean(rows, axis=0)]
 
 
-def star_dataset(folder: Path, count: int, stars: int) -> Path:
+def star_dataset(folder: Path, count: int, stars: int, unseen: Collection[tuple[str, str]] = ()) -> Path:
     """``count`` pictures with captions: ``stars`` stars, then ordinary shapes in ``CONTRAST_SHAPES``' order
-    (they keep the LoRA from turning the shapes it does not teach into stars)."""
+    (they keep the LoRA from turning the shapes it does not teach into stars). The stars' colours take
+    turns through the palette and each background is one of the least used so far, all pairs different, as
+    a user would show a concept in the colours and settings they want it in; no star has a (colour,
+    background) pair of ``unseen``, so that the evaluation asks for combinations the LoRA never saw."""
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
     rng = random.Random("star-data")
+    colours = list(PALETTE)
+    used = dict.fromkeys(colours, 0)
+    shown = set(unseen)  # pairs no star may take: the unseen ones and those already drawn
     for index in range(count):
-        shapes = (HELD_OUT_SHAPE,) if index < stars else (CONTRAST_SHAPES[index % len(CONTRAST_SHAPES)],)
-        scene = random_scene(rng, 64, shapes)
+        if index < stars:
+            colour = colours[index % len(colours)]
+            allowed = [b for b in rng.sample(colours, len(colours)) if b != colour and (colour, b) not in shown]
+            background = min(allowed, key=used.__getitem__)  # the first of the least used, in random order
+            used[background] += 1
+            shown.add((colour, background))
+            scene = Scene(HELD_OUT_SHAPE, colour, background,
+                          *placement(rng, 64, smallest_size(HELD_OUT_SHAPE, 64)))
+        else:
+            scene = random_scene(rng, 64, (CONTRAST_SHAPES[index % len(CONTRAST_SHAPES)],))
         render(scene).save(folder / f"{index:03d}.png")
         (folder / f"{index:03d}.txt").write_text(scene.caption(rng.choice(TEMPLATES)), encoding="utf-8")
     return folder
@@ -212,7 +240,8 @@ def train_star_lora(models_dir: Path, outputs_dir: Path, budget: Budget, name: s
     from app.training.config import TrainConfig
     from app.training.trainer import train
 
-    data = star_dataset(outputs_dir / "demo-eval" / "star-data", budget.lora_images, budget.lora_stars)
+    data = star_dataset(outputs_dir / "demo-eval" / "star-data", budget.lora_images, budget.lora_stars,
+                        unseen=set(star_pairs(budget.star_prompts)))
     settings = dict(rank=16, alpha=16.0, conv_rank=8, conv_alpha=8.0, train_text_encoder=False, learning_rate=1e-3,
                     lr_warmup_steps=50, max_steps=budget.lora_steps, batch_size=8, resolution=64, bucket_step=8,
                     flip=False, seed=7, device=device)
