@@ -55,6 +55,6 @@ case "${1:-benches}" in
       echo "== $log"; grep -v "^\[transformers\]" "$log" | tail -5
     done > "$OUT/star.log"
     for log in /tmp/star-logs/*.log; do tail -1 "$log" | grep '^{' ; done > "$OUT/star-results.jsonl"
-    cat "$OUT/star-results.jsonl" | cut -c1-300
+    cut -c1-300 "$OUT/star-results.jsonl"
     ;;
 esac

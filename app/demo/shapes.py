@@ -55,6 +55,11 @@ def random_scene(rng: random.Random, image_size: int = 64, shapes: tuple[str, ..
         colour, background = rng.sample(list(PALETTE), 2)
         if allow_held_out_pairs or (shape, colour) not in HELD_OUT_PAIRS:
             break
+    return placed_scene(rng, shape, colour, background, image_size)
+
+
+def placed_scene(rng: random.Random, shape: str, colour: str, background: str, image_size: int = 64) -> Scene:
+    """That shape in those colours, at a random size and place inside the picture."""
     size, centre = placement(rng, image_size, smallest_size(shape, image_size))
     return Scene(shape, colour, background, size, centre)
 
