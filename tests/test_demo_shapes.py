@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 from PIL import Image
 
@@ -36,7 +37,7 @@ def test_a_star_is_read_by_its_notches_even_with_an_arm_missing() -> None:
     from app.demo.shapes import Scene, star_points
 
     scene = Scene(HELD_OUT_SHAPE, "red", "white", 40, (32, 32))
-    assert read_picture(render(scene)).notches == 5
+    assert (read_picture(render(scene)).notches, read_picture(render(scene)).lobes) == (5, 5)
     blunt = render(scene)
     corners = star_points(32, 32, 20)
     ImageDraw.Draw(blunt).polygon([corners[0], corners[1], corners[2]], fill=PALETTE["red"])  # fill one notch
@@ -46,6 +47,29 @@ def test_a_star_is_read_by_its_notches_even_with_an_arm_missing() -> None:
         for size in (16, 40):
             reading = read_picture(render(Scene(shape, "blue", "yellow", size, (32, 32))))
             assert (reading.shape, reading.notches) == (shape, 0)
+            if shape != "circle":  # a circle's outline has no lobes to count
+                assert reading.lobes == {"triangle": 3, "square": 4}[shape]
+
+
+GENERATED = Path(__file__).parent / "data" / "generated"
+
+
+def test_generated_pictures_are_read_as_a_person_sees_them() -> None:
+    """Pictures the demo model drew with star LoRAs, named by what a person sees in them (looked at
+    one by one): stars with two blunt arms (three notches, five-lobed outlines) are stars; triangles
+    with three notches of soft edges and lopsided blobs are not."""
+    pictures = sorted(GENERATED.glob("*.png"))
+    assert len(pictures) == 11
+    for path in pictures:
+        seen, colour, _, background = path.stem.split("-")[:4]
+        reading = read_picture(Image.open(path))
+        assert (reading.colour, reading.background) == (colour, background), path.name
+        if seen == "blob":
+            assert reading.shape != HELD_OUT_SHAPE, path.name
+        else:
+            assert reading.shape == seen, (path.name, reading)
+    stars = [read_picture(Image.open(p)) for p in pictures if p.stem.startswith("star")]
+    assert all((r.notches, r.lobes) == (3, 5) for r in stars)  # so none passes by its notches alone
 
 
 def test_stars_are_drawn_large_enough_for_their_points() -> None:

@@ -5,7 +5,10 @@ The shape is the largest connected region far from that tone: a generated pictur
 specks and soft edges are left out. Its colour is the palette colour nearest the median of the
 region's inner pixels (not its edge, where colours blend). A region with at least four notches
 (pockets between its outline and its convex hull) is a star: a five-pointed star has five, the other
-shapes none, and a generated star with a blunt or tilted arm still keeps most of them. Otherwise its
+shapes none, and a generated star with a blunt or tilted arm still keeps most of them. Three notches
+make a star only when the outline is five-lobed too: its distance from the centre swings mostly five
+times around it (a generated star with two blunt arms), where a triangle's swings three times, a
+square's four and a lopsided blob's once or twice. Otherwise its
 kind is the convex shape whose silhouette, drawn into the region's bounding box, overlaps the region
 best (intersection over union): the whole outline decides, so a generated square with softened
 corners still reads as a square.
@@ -34,6 +37,7 @@ class Reading:
     fill: float = 0.0  # share of its bounding box the shape covers
     match: float = 0.0  # overlap (IoU) with the convex silhouette that fits best
     notches: int = 0  # pockets between the outline and its convex hull
+    lobes: int = 0  # how many times the outline's distance from the centre swings, strongest (2-5)
 
 
 def nearest_colour(rgb: np.ndarray) -> str:
@@ -61,11 +65,31 @@ def read_picture(image: Image.Image, min_pixels: int = 12) -> Reading:
     overlaps = {name: _iou(cut, silhouette(name, cut.shape[1], cut.shape[0])) for name in SHAPES}
     convex = max(overlaps, key=overlaps.get)
     pockets = notches(cut)
-    shape = HELD_OUT_SHAPE if pockets >= STAR_NOTCHES else convex
-    return Reading(shape, colour, background, float(cut.mean()), overlaps[convex], pockets)
+    swings = outline_swings(cut)
+    lobed = 2 + int(np.argmax(swings[2:6]))
+    star = pockets >= STAR_NOTCHES or (pockets >= STAR_NOTCHES - 1 and lobed == 5 and swings[5] >= FIVE_LOBE_SWING)
+    return Reading(HELD_OUT_SHAPE if star else convex, colour, background, float(cut.mean()), overlaps[convex],
+                   pockets, lobed)
 
 
 STAR_NOTCHES = 4  # of a star's five: one may be filled in by a blunt arm or an arm cut by the border
+FIVE_LOBE_SWING = 0.1  # a drawn star's is about 0.33 of its mean radius; a circle's swings are noise
+
+
+def outline_swings(region: np.ndarray, bins: int = 72) -> np.ndarray:
+    """How strongly the outline's distance from the region's centre swings k times around it, for k =
+    0..bins/2, as a share of the mean distance (the amplitudes of its Fourier series over the angle)."""
+    rows, cols = np.nonzero(region)
+    edge_rows, edge_cols = np.nonzero(region & ~ndimage.binary_erosion(region))
+    angles = np.arctan2(edge_rows - rows.mean(), edge_cols - cols.mean())
+    distances = np.hypot(edge_rows - rows.mean(), edge_cols - cols.mean())
+    sector = ((angles + np.pi) / (2 * np.pi) * bins).astype(int) % bins
+    reach = np.full(bins, np.nan)
+    for index in np.unique(sector):
+        reach[index] = distances[sector == index].max()
+    known = np.nonzero(~np.isnan(reach))[0]
+    reach = np.interp(np.arange(bins), known, reach[known], period=bins)  # a sector without an edge pixel
+    return np.abs(np.fft.rfft(reach)) * 2 / bins / reach.mean()
 
 
 def notches(region: np.ndarray, share: float = 0.015) -> int:
