@@ -208,9 +208,7 @@ def star_dataset(folder: Path, count: int, stars: int, unseen: Collection[tuple[
     (they keep the LoRA from turning the shapes it does not teach into stars). The stars' colours take
     turns through the palette and each background is one of the least used so far, all pairs different, as
     a user would show a concept in the colours and settings they want it in; no star has a (colour,
-    background) pair of ``unseen``, so that the evaluation asks for combinations the LoRA never saw.
-    Each ordinary picture has the colours of a star picture (the first ones in turn): the pair differs
-    in the shape and its word only, so the LoRA learns the word, not the colours that came with it."""
+    background) pair of ``unseen``, so that the evaluation asks for combinations the LoRA never saw."""
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
@@ -218,7 +216,6 @@ def star_dataset(folder: Path, count: int, stars: int, unseen: Collection[tuple[
     colours = list(PALETTE)
     used = dict.fromkeys(colours, 0)
     shown = set(unseen)  # pairs no star may take: the unseen ones and those already drawn
-    star_scenes: list[Scene] = []
     for index in range(count):
         if index < stars:
             colour = colours[index % len(colours)]
@@ -227,24 +224,11 @@ def star_dataset(folder: Path, count: int, stars: int, unseen: Collection[tuple[
             used[background] += 1
             shown.add((colour, background))
             scene = placed_scene(rng, HELD_OUT_SHAPE, colour, background)
-            star_scenes.append(scene)
         else:
-            partner = star_scenes[(index - stars) % len(star_scenes)]
-            shape = contrast_shape(index - stars, partner.colour)
-            scene = placed_scene(rng, shape, partner.colour, partner.background)
+            scene = random_scene(rng, 64, (CONTRAST_SHAPES[index % len(CONTRAST_SHAPES)],))
         render(scene).save(folder / f"{index:03d}.png")
         (folder / f"{index:03d}.txt").write_text(scene.caption(rng.choice(TEMPLATES)), encoding="utf-8")
     return folder
-
-
-def contrast_shape(index: int, colour: str) -> str:
-    """The ``index``-th ordinary picture's shape: ``CONTRAST_SHAPES`` in turn, skipping a (shape, colour)
-    pair the base model never learnt."""
-    for step in range(len(CONTRAST_SHAPES)):
-        shape = CONTRAST_SHAPES[(index + step) % len(CONTRAST_SHAPES)]
-        if (shape, colour) not in HELD_OUT_PAIRS:
-            return shape
-    raise ValueError(f"no ordinary shape for {colour}")
 
 
 def train_star_lora(models_dir: Path, outputs_dir: Path, budget: Budget, name: str, device: str = "cpu",
