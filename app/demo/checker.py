@@ -81,13 +81,11 @@ def outline_swings(region: np.ndarray, bins: int = 72) -> np.ndarray:
     0..bins/2, as a share of the mean distance (the amplitudes of its Fourier series over the angle)."""
     rows, cols = np.nonzero(region)
     edge_rows, edge_cols = np.nonzero(region & ~ndimage.binary_erosion(region))
-    angles = np.arctan2(edge_rows - rows.mean(), edge_cols - cols.mean())
-    distances = np.hypot(edge_rows - rows.mean(), edge_cols - cols.mean())
-    sector = ((angles + np.pi) / (2 * np.pi) * bins).astype(int) % bins
-    reach = np.full(bins, np.nan)
-    for index in np.unique(sector):
-        reach[index] = distances[sector == index].max()
-    known = np.nonzero(~np.isnan(reach))[0]
+    down, right = edge_rows - rows.mean(), edge_cols - cols.mean()
+    sector = ((np.arctan2(down, right) + np.pi) / (2 * np.pi) * bins).astype(int) % bins
+    reach = np.full(bins, -1.0)
+    np.maximum.at(reach, sector, np.hypot(down, right))  # the farthest edge pixel in each sector
+    known = np.nonzero(reach >= 0)[0]
     reach = np.interp(np.arange(bins), known, reach[known], period=bins)  # a sector without an edge pixel
     return np.abs(np.fft.rfft(reach)) * 2 / bins / reach.mean()
 
