@@ -2,10 +2,10 @@
 star adherence with the LoRA, and adherence on the ordinary prompts with it, over the evaluation's
 prompts and seeds. The evaluation's LoRA settings were chosen with it (bench/RESULTS.md).
 
-    python bench/star_lora_sweep.py NAME '{"conv_rank": 0, "lora_stars": 24}' [--device cuda]
+    python bench/star_lora_sweep.py NAME '{"conv_rank": 0, "lora_preserve_weight": 3.0}' [--device cuda]
     python bench/star_lora_sweep.py base --no-lora       # the model alone
 
-The JSON holds ``Budget`` fields (``lora_stars``, ``lora_seconds``, ``lora_steps``...) and any other
+The JSON holds ``Budget`` fields (``lora_preserve_weight``, ``lora_seconds``, ``lora_steps``...) and any other
 ``TrainConfig`` settings. On a GPU, give ``lora_steps`` the number of steps the CPU manages in the
 evaluation's time (the log of ``python -m app.demo.evaluate`` says it) and a large ``lora_seconds``.
 Ends with one JSON line.

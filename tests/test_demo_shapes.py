@@ -203,16 +203,17 @@ def test_a_slice_of_the_evaluation_shows_the_model_follows_prompts(tmp_path) -> 
 
 
 def test_the_star_lora_pictures_cover_the_palette_and_leave_the_evaluated_pairs_unseen(tmp_path) -> None:
-    from app.demo.evaluate import CONTRAST_SHAPES, star_dataset, star_pairs
+    from app.demo.evaluate import preserved_prompts, star_dataset, star_pairs
 
     unseen = set(star_pairs(16))
-    folder = star_dataset(tmp_path / "stars", 30, 18, unseen=unseen)
+    folder = star_dataset(tmp_path / "stars", 30, unseen=unseen)
     readings = [read_picture(Image.open(folder / f"{index:03d}.png")) for index in range(30)]
     captions = [(folder / f"{index:03d}.txt").read_text() for index in range(30)]
-    stars = [(r.colour, r.background) for r in readings[:18]]
-    assert all(r.shape == HELD_OUT_SHAPE for r in readings[:18])
+    stars = [(r.colour, r.background) for r in readings]
+    assert all(r.shape == HELD_OUT_SHAPE for r in readings)
     assert all(f"{colour} star" in caption for (colour, _), caption in zip(stars, captions))
-    assert len(set(stars)) == 18 and not set(stars) & unseen
-    assert all(sum(c == colour for c, _ in stars) >= 2 and sum(b == colour for _, b in stars) >= 2 for colour in PALETTE)
-    contrast = [CONTRAST_SHAPES[index % len(CONTRAST_SHAPES)] for index in range(18, 30)]
-    assert [r.shape for r in readings[18:]] == contrast
+    assert len(set(stars)) == 30 and not set(stars) & unseen
+    assert all(sum(c == colour for c, _ in stars) >= 3 and sum(b == colour for _, b in stars) >= 3 for colour in PALETTE)
+    preserved = preserved_prompts()  # every ordinary shape in every pair, and never the star
+    assert len(preserved) == len(SHAPES) * len(PALETTE) * (len(PALETTE) - 1) == len(set(preserved))
+    assert not any(HELD_OUT_SHAPE in prompt for prompt in preserved)

@@ -221,6 +221,50 @@ def test_the_file_loads_in_our_runtime_and_in_diffusers_with_the_same_output(ful
     assert np.abs(mine - theirs).max() < 1e-4
 
 
+def _unet_drift(pipe, lora_path: Path | None, prompt: str) -> float:
+    """How far a LoRA moves the UNet's prediction on ``prompt`` (fixed noisy latents and timesteps)."""
+    hidden = pipe.encode_prompt(prompt, "cpu", 1, False)[0].repeat(4, 1, 1)
+    latents = torch.randn((4, 4, 16, 16), generator=torch.Generator().manual_seed(1))
+    timesteps = torch.tensor([100, 400, 700, 950])
+    with torch.no_grad():
+        pipe.unload_lora_weights()
+        base = pipe.unet(latents, timesteps, hidden).sample
+        pipe.load_lora_weights(str(lora_path), adapter_name="x")
+        moved = pipe.unet(latents, timesteps, hidden).sample
+    return float((moved - base).pow(2).mean())
+
+
+def test_prior_preservation_keeps_the_base_prediction_on_its_prompts(tmp_path: Path) -> None:
+    """On the bundled model (a tiny model's untrained text encoder hardly tells prompts apart): a LoRA
+    taught stars with a kept prompt moves that prompt's prediction far less than one taught without,
+    and the star's as much."""
+    from diffusers import StableDiffusionPipeline
+
+    from app.demo import BUNDLED_PATH, DEMO_MODEL
+    from app.demo.evaluate import star_dataset
+
+    models = tmp_path / "models"
+    (models / "Stable-diffusion").mkdir(parents=True)
+    (models / "Stable-diffusion" / DEMO_MODEL).symlink_to(BUNDLED_PATH)
+    data = star_dataset(tmp_path / "stars", 8)
+    kept, taught = "a white square on a black background", "a red star on a green background"
+    runs = {weight: train(TrainConfig(base_model=DEMO_MODEL, dataset=data, output_name=f"preserve-{weight}",
+                                      models_dir=models, outputs_dir=tmp_path / "outputs", rank=8, alpha=8.0,
+                                      resolution=64, bucket_step=8, batch_size=4, max_steps=30, learning_rate=5e-3,
+                                      device="cpu", preserve_prompts=(kept,) if weight else (),
+                                      preserve_weight=weight)).lora_path
+            for weight in (0.0, 4.0)}
+    pipe = StableDiffusionPipeline.from_pretrained(BUNDLED_PATH)
+    drift = {(weight, prompt): _unet_drift(pipe, path, prompt) for weight, path in runs.items()
+             for prompt in (kept, taught)}
+    assert drift[4.0, kept] < 0.3 * drift[0.0, kept]
+    assert drift[4.0, taught] > 0.5 * drift[0.0, taught], "the star is still learnt"
+    assert drift[4.0, taught] > 3 * drift[4.0, kept]
+    with pytest.raises(ValueError, match="train_text_encoder"):
+        TrainConfig(base_model=DEMO_MODEL, dataset=data, output_name="x", preserve_prompts=("a",),
+                    train_text_encoder=True).validate()
+
+
 # ----- A1111's and ComfyUI's key rules, re-implemented from their documented behaviour --------------
 
 

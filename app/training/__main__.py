@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
         parser.add_argument("--" + name.replace("_", "-"), type=int, default=None,
                             help=f"default {fields[name].default}")
     for name in ("alpha", "conv_alpha", "learning_rate", "text_encoder_lr", "noise_offset", "min_snr_gamma",
-                 "caption_dropout", "weight_decay", "max_grad_norm"):
+                 "caption_dropout", "weight_decay", "max_grad_norm", "preserve_weight"):
         parser.add_argument("--" + name.replace("_", "-"), type=float, default=None,
                             help=f"default {fields[name].default}")
     parser.add_argument("--lr-scheduler", choices=SCHEDULERS, default=None)
@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-cache-text", dest="cache_text", action="store_false", default=None)
     parser.add_argument("--sample-prompt", dest="sample_prompts", action="append", default=None,
                         help="a prompt sampled every --sample-every steps (repeatable)")
+    parser.add_argument("--preserve-prompt", dest="preserve_prompts", action="append", default=None,
+                        help="prior preservation: a prompt the LoRA must leave as the base model draws it (repeatable)")
     parser.add_argument("--resume", type=Path, default=None,
                         help="a checkpoint folder, or the run folder outputs/training/<name> to take its latest")
     return parser
@@ -52,8 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     values = {k: v for k, v in vars(args).items() if v is not None and k != "config"}
     defaults = {"models_dir": ROOT / "models", "outputs_dir": ROOT / "outputs"}
-    if "sample_prompts" in values:
-        values["sample_prompts"] = tuple(values["sample_prompts"])
+    for key in ("sample_prompts", "preserve_prompts"):
+        if key in values:
+            values[key] = tuple(values[key])
     if args.config:
         return load_toml(args.config, defaults, **values)
     values = {**defaults, **values}

@@ -55,6 +55,10 @@ class TrainConfig:
     cache_latents: bool = True
     cache_text: bool = True
     caption_overrides: Path | None = None  # a JSON file {relative image path: caption}, winning over .txt files
+    # prior preservation without pictures: on captions of what the LoRA must leave alone, its prediction
+    # is pulled towards the base model's own, on the same noisy latents (half of each batch)
+    preserve_prompts: tuple[str, ...] = field(default_factory=tuple)
+    preserve_weight: float = 1.0
     # run
     checkpoint_every: int = 0  # optimizer steps between checkpoints; 0 = only at the end
     resume: Path | None = None  # a checkpoint folder, or the run folder to take its latest
@@ -85,6 +89,10 @@ class TrainConfig:
             raise ValueError("caption_dropout must be in [0, 1).")
         if self.min_snr_gamma is not None and self.min_snr_gamma <= 0:
             raise ValueError("min_snr_gamma must be positive (or absent to turn it off).")
+        if self.preserve_prompts and self.train_text_encoder:
+            raise ValueError("preserve_prompts works on the UNet's LoRA only: turn off train_text_encoder.")
+        if self.preserve_weight < 0:
+            raise ValueError("preserve_weight must not be negative.")
 
     def overrides(self) -> dict[str, str]:
         if self.caption_overrides is None:
@@ -128,6 +136,7 @@ def load_toml(path: Path, defaults: dict[str, object] | None = None, **overrides
     for key in ("dataset", "models_dir", "outputs_dir", "resume", "caption_overrides"):
         if values.get(key) is not None:
             values[key] = Path(values[key])
-    if "sample_prompts" in values:
-        values["sample_prompts"] = tuple(values["sample_prompts"])
+    for key in ("sample_prompts", "preserve_prompts"):
+        if key in values:
+            values[key] = tuple(values[key])
     return TrainConfig(**values)

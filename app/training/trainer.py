@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import random
 import re
 import time
 from collections.abc import Callable
@@ -126,11 +127,11 @@ def train(config: TrainConfig, *, registry: ModelRegistry | None = None,
                       enabled=text_cache_usable)
     if accelerator.is_main_process:
         latents.fill(images, bucket_of, flips=config.flip, device=device)
-        texts.fill([image.caption for image in images] + ([""] if config.caption_dropout else []), device=device)
+        texts.fill(captions_to_encode(images, config), device=device)
     accelerator.wait_for_everyone()
     if not accelerator.is_main_process:
         latents.fill(images, bucket_of, flips=config.flip, device=device)
-        texts.fill([image.caption for image in images] + ([""] if config.caption_dropout else []), device=device)
+        texts.fill(captions_to_encode(images, config), device=device)
 
     trainable = [p for p in unet.parameters() if p.requires_grad]
     groups = [{"params": trainable, "lr": config.learning_rate}]
@@ -243,6 +244,11 @@ def add_adapters(unet: torch.nn.Module, text_encoders: list[torch.nn.Module], co
                 parameter.requires_grad_(f".{ADAPTER}." in name and "lora_" in name)
 
 
+def captions_to_encode(images, config: TrainConfig) -> list[str]:
+    return ([image.caption for image in images] + ([""] if config.caption_dropout else [])
+            + list(config.preserve_prompts))
+
+
 def make_optimizer(config: TrainConfig, groups: list[dict], device: torch.device) -> torch.optim.Optimizer:
     if config.optimizer == "adamw8bit":
         try:
@@ -288,9 +294,41 @@ def training_loss(indices: list[int], position: int, epoch: int, config: TrainCo
     with accelerator.autocast():
         prediction = unet(noisy, timesteps, hidden, **extra).sample
     per_sample = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+    if config.preserve_prompts:
+        rng = random.Random(f"{config.seed}:{epoch}:{position}:preserve")
+        kept = max(1, batch // 2)
+        prompts = [rng.choice(config.preserve_prompts) for _ in range(kept)]
+        drift = preservation_drift(unet, noisy[:kept], timesteps[:kept], prompts, texts, tokenizers, text_encoders,
+                                   family, extra, device, accelerator)
+        per_sample = torch.cat([per_sample, config.preserve_weight * drift])
+        timesteps = torch.cat([timesteps, timesteps[:kept]])
     if config.min_snr_gamma:
         per_sample = per_sample * min_snr_weights(alphas_cumprod, timesteps, config.min_snr_gamma, prediction_type)
     return per_sample.mean()
+
+
+def preservation_drift(unet, noisy: torch.Tensor, timesteps: torch.Tensor, prompts: list[str], texts: TextCache,
+                       tokenizers, text_encoders, family: str, extra: dict, device: torch.device,
+                       accelerator: Accelerator) -> torch.Tensor:
+    """Per sample, how far the LoRA moves the prediction away from the base model's on ``prompts``:
+    DreamBooth's prior preservation, with the base model's own predictions standing in for class
+    pictures, so that no layout of a regularisation picture is learnt."""
+    with torch.no_grad():
+        hidden, pooled = texts.get(prompts, device) if texts.enabled else encode_captions(
+            tokenizers, text_encoders, family, prompts, device)
+    kept = noisy.shape[0]
+    if "added_cond_kwargs" in extra:
+        extra = {"added_cond_kwargs": {"text_embeds": pooled, "time_ids": extra["added_cond_kwargs"]["time_ids"][:kept]}}
+    adapters = accelerator.unwrap_model(unet)
+    with torch.no_grad(), accelerator.autocast():
+        adapters.disable_adapters()
+        try:
+            base = unet(noisy, timesteps, hidden, **extra).sample
+        finally:
+            adapters.enable_adapters()
+    with accelerator.autocast():
+        prediction = unet(noisy, timesteps, hidden, **extra).sample
+    return F.mse_loss(prediction.float(), base.float(), reduction="none").mean(dim=(1, 2, 3))
 
 
 def progress_of(state: RunState, config: TrainConfig, lr_scheduler, step_times: list[float],

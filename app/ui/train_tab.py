@@ -137,6 +137,9 @@ def build_train_tab(engine: Engine) -> TrainTab:
                                              elem_id="train_sample_every")
                 sample_prompts = gr.Textbox(label="Sample prompts, one per line (fixed seeds)", lines=2,
                                             elem_id="train_sample_prompts")
+                preserve = gr.Textbox(label="Prior preservation: prompts the LoRA must leave as the base model "
+                                      "draws them, one per line (optional; costs about 85% more time a step)",
+                                      lines=2, elem_id="train_preserve_prompts")
             with gr.Row():
                 start = gr.Button("Train", variant="primary", elem_id="train_start")
                 stop = gr.Button("Stop", elem_id="train_stop")
@@ -167,10 +170,11 @@ def build_train_tab(engine: Engine) -> TrainTab:
     def run(base: str, name: str, folder_text: str, files: list | None, table: Any, rank_: float, alpha_: float,
             lr: float, steps_: float, batch: float, resolution_: float, te: bool, flip_: bool, shuffle_: bool,
             keep: float, dropout_: float, offset: float, seed_: float, every: float, sample_every_: float,
-            prompts_text: str, request: gr.Request) -> Iterator[tuple]:
+            prompts_text: str, preserve_text: str, request: gr.Request) -> Iterator[tuple]:
         name = (name or "").strip()
         dataset, _ = staged_dataset(engine, name, folder_text, files)
-        prompts = tuple(line.strip() for line in (prompts_text or "").splitlines() if line.strip())
+        prompts, preserved = (tuple(line.strip() for line in (text or "").splitlines() if line.strip())
+                              for text in (prompts_text, preserve_text))
         resolution_ = int(resolution_)
         config = TrainConfig(
             base_model=base, dataset=dataset, output_name=name, models_dir=engine.config.models_dir,
@@ -179,7 +183,7 @@ def build_train_tab(engine: Engine) -> TrainTab:
             bucket_step=64 if resolution_ % 64 == 0 and resolution_ >= 256 else 8, train_text_encoder=bool(te),
             flip=bool(flip_), shuffle_caption=bool(shuffle_), keep_tokens=int(keep), caption_dropout=float(dropout_),
             noise_offset=float(offset), seed=int(seed_ or 0), checkpoint_every=int(every),
-            sample_every=int(sample_every_) if prompts else 0, sample_prompts=prompts,
+            sample_every=int(sample_every_) if prompts else 0, sample_prompts=prompts, preserve_prompts=preserved,
             device=str(engine.manager.device.type) if engine.manager.device.type == "cpu" else "auto")
         try:
             config.validate()
@@ -219,7 +223,7 @@ def build_train_tab(engine: Engine) -> TrainTab:
 
     inputs = [base_model, output_name, folder, uploads, captions, rank, alpha, learning_rate, steps, batch_size,
               resolution, train_te, flip, shuffle, keep_tokens, dropout, noise_offset, seed, checkpoint_every,
-              sample_every, sample_prompts]
+              sample_every, sample_prompts, preserve]
     outputs = [progress, loss_plot, samples, report, grid, curve, trained, status]
     start.click(run, inputs, outputs, api_name="train", concurrency_limit=None)
     stop.click(interrupt(engine), None, status, api_name=False, queue=False)
