@@ -344,6 +344,9 @@ def test_sdxl_training_writes_sgm_names_that_load(tmp_path: Path, workdir: Path)
     pipe = build_tiny_pipeline("sdxl", seed=0)
     adapters = PipelineAdapters(pipe, LoraTensorCache(2**30), 2, "sdxl", "xl")
     adapters.activate([ActiveLora("xl", result.lora_path, info, 1.0)])  # every layer matched
+    kept = train(config_for(workdir, "xl-kept", base_model="xl", models_dir=tmp_path / "models", max_steps=2,
+                            outputs_dir=tmp_path / "outputs", preserve_prompts=("a blue square",)))
+    assert kept.steps == 2 and all(np.isfinite(kept.losses))  # preservation with SDXL's size conditioning
 
 
 def _cli(args: list[str], cwd: Path, launcher: list[str] | None = None) -> subprocess.CompletedProcess:

@@ -291,44 +291,44 @@ def training_loss(indices: list[int], position: int, epoch: int, config: TrainCo
         width, height = bucket_of[indices[0]]
         extra["added_cond_kwargs"] = {"text_embeds": pooled,
                                       "time_ids": sdxl_time_ids(width, height, batch, device, hidden.dtype)}
-    with accelerator.autocast():
-        prediction = unet(noisy, timesteps, hidden, **extra).sample
-    per_sample = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
-    if config.preserve_prompts:
+    weights = torch.ones(batch, device=device)
+    if config.preserve_prompts:  # the preserved half-batch rides in the same UNet call as the training one
         rng = random.Random(f"{config.seed}:{epoch}:{position}:preserve")
         kept = max(1, batch // 2)
         prompts = [rng.choice(config.preserve_prompts) for _ in range(kept)]
-        drift = preservation_drift(unet, noisy[:kept], timesteps[:kept], prompts, texts, tokenizers, text_encoders,
-                                   family, extra, device, accelerator)
-        per_sample = torch.cat([per_sample, config.preserve_weight * drift])
-        timesteps = torch.cat([timesteps, timesteps[:kept]])
+        with torch.no_grad():
+            kept_hidden, kept_pooled = texts.get(prompts, device) if texts.enabled else encode_captions(
+                tokenizers, text_encoders, family, prompts, device)
+        kept_extra = {}
+        if extra:
+            kept_extra["added_cond_kwargs"] = {"text_embeds": kept_pooled,
+                                               "time_ids": extra["added_cond_kwargs"]["time_ids"][:kept]}
+            extra = {"added_cond_kwargs": {key: torch.cat([extra["added_cond_kwargs"][key], value])
+                                           for key, value in kept_extra["added_cond_kwargs"].items()}}
+        base = base_prediction(unet, noisy[:kept], timesteps[:kept], kept_hidden, kept_extra, accelerator)
+        noisy, timesteps = torch.cat([noisy, noisy[:kept]]), torch.cat([timesteps, timesteps[:kept]])
+        hidden, target = torch.cat([hidden, kept_hidden]), torch.cat([target, base])
+        weights = torch.cat([weights, torch.full((kept,), config.preserve_weight, device=device)])
+    with accelerator.autocast():
+        prediction = unet(noisy, timesteps, hidden, **extra).sample
+    per_sample = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3)) * weights
     if config.min_snr_gamma:
         per_sample = per_sample * min_snr_weights(alphas_cumprod, timesteps, config.min_snr_gamma, prediction_type)
     return per_sample.mean()
 
 
-def preservation_drift(unet, noisy: torch.Tensor, timesteps: torch.Tensor, prompts: list[str], texts: TextCache,
-                       tokenizers, text_encoders, family: str, extra: dict, device: torch.device,
-                       accelerator: Accelerator) -> torch.Tensor:
-    """Per sample, how far the LoRA moves the prediction away from the base model's on ``prompts``:
-    DreamBooth's prior preservation, with the base model's own predictions standing in for class
-    pictures, so that no layout of a regularisation picture is learnt."""
-    with torch.no_grad():
-        hidden, pooled = texts.get(prompts, device) if texts.enabled else encode_captions(
-            tokenizers, text_encoders, family, prompts, device)
-    kept = noisy.shape[0]
-    if "added_cond_kwargs" in extra:
-        extra = {"added_cond_kwargs": {"text_embeds": pooled, "time_ids": extra["added_cond_kwargs"]["time_ids"][:kept]}}
+def base_prediction(unet, noisy: torch.Tensor, timesteps: torch.Tensor, hidden: torch.Tensor, extra: dict,
+                    accelerator: Accelerator) -> torch.Tensor:
+    """The base model's prediction (adapters off), the target of prior preservation: DreamBooth's,
+    with the base model's own predictions standing in for class pictures, so that no layout of a
+    regularisation picture is learnt."""
     adapters = accelerator.unwrap_model(unet)
     with torch.no_grad(), accelerator.autocast():
         adapters.disable_adapters()
         try:
-            base = unet(noisy, timesteps, hidden, **extra).sample
+            return unet(noisy, timesteps, hidden, **extra).sample
         finally:
             adapters.enable_adapters()
-    with accelerator.autocast():
-        prediction = unet(noisy, timesteps, hidden, **extra).sample
-    return F.mse_loss(prediction.float(), base.float(), reduction="none").mean(dim=(1, 2, 3))
 
 
 def progress_of(state: RunState, config: TrainConfig, lr_scheduler, step_times: list[float],
