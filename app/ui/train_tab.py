@@ -138,7 +138,7 @@ def build_train_tab(engine: Engine) -> TrainTab:
                 sample_prompts = gr.Textbox(label="Sample prompts, one per line (fixed seeds)", lines=2,
                                             elem_id="train_sample_prompts")
                 preserve = gr.Textbox(label="Prior preservation: prompts the LoRA must leave as the base model "
-                                      "draws them, one per line (optional; costs about 85% more time a step)",
+                                      "draws them, one per line (optional; costs about 55% more time a step)",
                                       lines=2, elem_id="train_preserve_prompts")
             with gr.Row():
                 start = gr.Button("Train", variant="primary", elem_id="train_start")
