@@ -276,6 +276,7 @@ def test_train_tab_trains_shows_the_loss_and_hands_the_lora_to_txt2img(page, app
     set_number(page, "train_steps", 4)
     set_number(page, "train_sample_every", 2)
     page.fill("#train_sample_prompts textarea", "a red dot")
+    page.fill("#train_preserve_prompts textarea", "a green dot")  # prior preservation, through the tab
     page.click("#train_start")
     wait_for_text(page, "#train_progress", "/4 · loss", timeout=60_000)
     page.screenshot(path=str(SHOTS / "train-running.png"))
@@ -288,6 +289,7 @@ def test_train_tab_trains_shows_the_loss_and_hands_the_lora_to_txt2img(page, app
     page.locator("#train_grid img").wait_for(timeout=30_000)
     assert page.locator("#train_samples img").count() == 2  # steps 2 and 4, one prompt
     assert "mean pixel change" in page.inner_text("#train_report")
+    assert "prior preservation on 1 prompt(s), weight 1" in app.log()
     page.screenshot(path=str(SHOTS / "train-done.png"), full_page=True)
     assert (app.models_dir / "Lora" / "browser-dots.safetensors").is_file()
     page.click("#train_use")

@@ -133,6 +133,8 @@ def train(config: TrainConfig, *, registry: ModelRegistry | None = None,
         latents.fill(images, bucket_of, flips=config.flip, device=device)
         texts.fill(captions_to_encode(images, config), device=device)
 
+    if config.preserve_prompts:
+        log.info("prior preservation on %d prompt(s), weight %g", len(config.preserve_prompts), config.preserve_weight)
     trainable = [p for p in unet.parameters() if p.requires_grad]
     groups = [{"params": trainable, "lr": config.learning_rate}]
     if config.train_text_encoder:
