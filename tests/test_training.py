@@ -221,7 +221,7 @@ def test_the_file_loads_in_our_runtime_and_in_diffusers_with_the_same_output(ful
     assert np.abs(mine - theirs).max() < 1e-4
 
 
-def _unet_drift(pipe, lora_path: Path | None, prompt: str) -> float:
+def _unet_drift(pipe, lora_path: Path, prompt: str) -> float:
     """How far a LoRA moves the UNet's prediction on ``prompt`` (fixed noisy latents and timesteps)."""
     hidden = pipe.encode_prompt(prompt, "cpu", 1, False)[0].repeat(4, 1, 1)
     latents = torch.randn((4, 4, 16, 16), generator=torch.Generator().manual_seed(1))

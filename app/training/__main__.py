@@ -54,9 +54,6 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     values = {k: v for k, v in vars(args).items() if v is not None and k != "config"}
     defaults = {"models_dir": ROOT / "models", "outputs_dir": ROOT / "outputs"}
-    for key in ("sample_prompts", "preserve_prompts"):
-        if key in values:
-            values[key] = tuple(values[key])
     if args.config:
         return load_toml(args.config, defaults, **values)
     values = {**defaults, **values}

@@ -66,6 +66,9 @@ class TrainConfig:
     sample_prompts: tuple[str, ...] = field(default_factory=tuple)
     device: str = "auto"
 
+    def __post_init__(self) -> None:  # prompts given as lists (from flags or TOML) are kept as tuples
+        self.sample_prompts, self.preserve_prompts = tuple(self.sample_prompts), tuple(self.preserve_prompts)
+
     def validate(self) -> None:
         if not NAME.match(self.output_name) or ".." in self.output_name:
             raise ValueError(f"Output name {self.output_name!r}: use letters, digits, spaces, '-', '_' or '.'.")
@@ -136,7 +139,4 @@ def load_toml(path: Path, defaults: dict[str, object] | None = None, **overrides
     for key in ("dataset", "models_dir", "outputs_dir", "resume", "caption_overrides"):
         if values.get(key) is not None:
             values[key] = Path(values[key])
-    for key in ("sample_prompts", "preserve_prompts"):
-        if key in values:
-            values[key] = tuple(values[key])
     return TrainConfig(**values)

@@ -207,7 +207,8 @@ def epoch_batches(bucket_of: list[tuple[int, int]], repeats: list[int], batch_si
     return batches
 
 
-def sample_rng(seed: int, epoch: int, position: int, slot: int) -> random.Random:
-    """The augmentation randomness of one sample (flip, caption shuffle, dropout): fixed by where it
-    is in the run, so stopping and resuming changes nothing."""
+def sample_rng(seed: int, epoch: int, position: int, slot: int | str) -> random.Random:
+    """The randomness of one sample (flip, caption shuffle, dropout), or of a named draw of the batch
+    (``"preserve"``: its preserved prompts): fixed by where it is in the run, so stopping and
+    resuming changes nothing."""
     return random.Random(f"{seed}:{epoch}:{position}:{slot}")

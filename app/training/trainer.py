@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import random
 import re
 import time
 from collections.abc import Callable
@@ -278,8 +277,7 @@ def training_loss(indices: list[int], position: int, epoch: int, config: TrainCo
         captions.append(process_caption(images[index].caption, caption_options, rng))
     clean = torch.stack(pixels_latents).to(device, torch.float32)
     with torch.set_grad_enabled(config.train_text_encoder):
-        hidden, pooled = texts.get(captions, device) if texts.enabled else encode_captions(
-            tokenizers, text_encoders, family, captions, device)
+        hidden, pooled = caption_states(captions, texts, tokenizers, text_encoders, family, device)
     batch = clean.shape[0]
     timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (batch,), generator=noise_gen)
     noise = torch.randn(clean.shape, generator=noise_gen)
@@ -295,12 +293,11 @@ def training_loss(indices: list[int], position: int, epoch: int, config: TrainCo
                                       "time_ids": sdxl_time_ids(width, height, batch, device, hidden.dtype)}
     weights = torch.ones(batch, device=device)
     if config.preserve_prompts:  # the preserved half-batch rides in the same UNet call as the training one
-        rng = random.Random(f"{config.seed}:{epoch}:{position}:preserve")
+        rng = sample_rng(config.seed, epoch, position, "preserve")
         kept = max(1, batch // 2)
         prompts = [rng.choice(config.preserve_prompts) for _ in range(kept)]
         with torch.no_grad():
-            kept_hidden, kept_pooled = texts.get(prompts, device) if texts.enabled else encode_captions(
-                tokenizers, text_encoders, family, prompts, device)
+            kept_hidden, kept_pooled = caption_states(prompts, texts, tokenizers, text_encoders, family, device)
         kept_extra = {}
         if extra:
             kept_extra["added_cond_kwargs"] = {"text_embeds": kept_pooled,
@@ -317,6 +314,15 @@ def training_loss(indices: list[int], position: int, epoch: int, config: TrainCo
     if config.min_snr_gamma:
         per_sample = per_sample * min_snr_weights(alphas_cumprod, timesteps, config.min_snr_gamma, prediction_type)
     return per_sample.mean()
+
+
+def caption_states(captions: list[str], texts: TextCache, tokenizers, text_encoders, family: str,
+                   device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The text encoders' hidden states (and SDXL's pooled output) for ``captions``: from the cache
+    when it is on, else encoded now."""
+    if texts.enabled:
+        return texts.get(captions, device)
+    return encode_captions(tokenizers, text_encoders, family, captions, device)
 
 
 def base_prediction(unet, noisy: torch.Tensor, timesteps: torch.Tensor, hidden: torch.Tensor, extra: dict,
