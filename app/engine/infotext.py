@@ -101,6 +101,7 @@ A1111_DEFAULTS: Mapping[str, str] = MappingProxyType(
         "VAE Encoder": "Full",
         "VAE Decoder": "Full",
         "FP8 weight": "Disable",
+        "Emphasis": "Original",
     }
 )
 
@@ -347,6 +348,8 @@ def request_from_infotext(text: str, task: str = "txt2img") -> GenerationRequest
         if value is not None:
             fields[field_name] = value
     fields.update(_sampler_fields(params))
+    if params.get("Emphasis"):
+        fields["emphasis"] = params["Emphasis"]
     return REQUEST_TYPES[task](**fields)
 
 

@@ -24,6 +24,7 @@ from diffusers import (
 from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
 from safetensors.torch import load_file
 
+from app.engine.conditioning import PromptEncoder
 from app.engine.config import EngineConfig
 from app.engine.lora_runtime import LoraTensorCache, PipelineAdapters
 from app.engine.registry import ModelEntry, ModelRegistry
@@ -54,6 +55,7 @@ class LoadedModel:
     model_hash: str | None
     scheduler_config: dict = field(default_factory=dict)  # as loaded; samplers are built from it
     adapters: PipelineAdapters | None = None  # LoRAs on this model's modules (shared by every variant)
+    prompt_encoder: PromptEncoder | None = None  # A1111 prompts -> conditioning, with its cache
     _variants: dict[tuple[str, str | None], DiffusionPipeline] = field(default_factory=dict)
 
     @property
@@ -144,6 +146,7 @@ class ModelManager:
             loaded = LoadedModel(key, entry, pipe, self.registry.short_hash(entry), dict(pipe.scheduler.config))
             loaded.adapters = PipelineAdapters(pipe, self.lora_cache, self.config.max_loaded_loras, loaded.family,
                                                entry.name)
+            loaded.prompt_encoder = PromptEncoder(pipe, loaded.family)
             self._models[key] = loaded
             return loaded
 

@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass
 from typing import Union
 
+# How emphasis weights reach the conditioning (A1111's "Emphasis" setting; the first is the default).
+EMPHASIS_MODES = ("Original", "No norm", "Ignore", "None")
 ROUND_MULTIPLIER = 1.1
 SQUARE_MULTIPLIER = 1 / 1.1
 BREAK_WORD = "BREAK"

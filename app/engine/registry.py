@@ -1,9 +1,10 @@
-"""What is on disk: checkpoints, LoRAs and VAEs under the models folder (A1111's layout).
+"""What is on disk: checkpoints, LoRAs, VAEs and embeddings under the models folder (A1111's layout).
 
 ``models/Stable-diffusion/`` holds diffusers folders (with ``model_index.json``) and single-file
 checkpoints; ``models/Lora/`` LoRA files; ``models/VAE/`` VAEs (single files or diffusers
-folders). Requests name models by the names listed here; a name that looks like a Hugging Face
-hub id (``owner/name``) and is not on disk is treated as one.
+folders); ``models/embeddings/`` textual-inversion files (A1111 keeps that folder at the webui root;
+LoRA Studio keeps it with the other models). Requests name models by the names listed here; a name
+that looks like a Hugging Face hub id (``owner/name``) and is not on disk is treated as one.
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from app.engine.embeddings import EMBEDDING_SUFFIXES, EmbeddingFormatError, TextualInversion, read_embedding
 from app.engine.lora_files import LoraInfo, addnet_hash, inspect_lora
 
 CHECKPOINT_DIR = "Stable-diffusion"
 LORA_DIR = "Lora"
 VAE_DIR = "VAE"
+EMBEDDINGS_DIR = "embeddings"
 SAFE_SUFFIXES = (".safetensors",)
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 MODEL_CARD = "lora_studio.json"  # optional per-model notes: label, default size/steps, preview factors
@@ -72,6 +75,11 @@ class ModelRegistry:
 
     def vaes(self) -> list[ModelEntry]:
         return self._scan(self.models_dir / VAE_DIR, allow_folders=True)
+
+    def embeddings(self) -> list[ModelEntry]:
+        """Textual-inversion files (.safetensors, .pt, .bin) under ``models/embeddings/``, subfolders too."""
+        entries = self._scan(self.models_dir / EMBEDDINGS_DIR, allow_folders=False)
+        return [e for e in entries if e.path is not None and e.path.suffix.lower() in EMBEDDING_SUFFIXES]
 
     def _scan(self, root: Path, *, allow_folders: bool) -> list[ModelEntry]:
         if not root.is_dir():
@@ -131,6 +139,19 @@ class ModelRegistry:
         tensor bytes; the infotext's "Lora hashes" shows its first 12 digits."""
         stored = self.lora_info(path).metadata.get("sshs_model_hash", "")
         return stored or self._cached("addnet", path, lambda: addnet_hash(path))
+
+    def textual_inversion(self, path: Path, *, allow_pickle: bool) -> TextualInversion:
+        """An embedding file's vectors and hash, read once per file version. Raises EmbeddingFormatError
+        (a ValueError) for files that are not embeddings, pickles not allowed, or a file gone missing."""
+        path = Path(path)
+        # A pickle refused without allow_pickle must be read again once it is allowed (errors are not
+        # cached anyway); a .safetensors file reads the same either way, so it shares one entry.
+        pickled = allow_pickle and path.suffix.lower() in PICKLE_SUFFIXES
+        try:
+            return self._cached("embedding+pickle" if pickled else "embedding", path,
+                                lambda: read_embedding(path, allow_pickle=allow_pickle))
+        except OSError as exc:  # the stat in _cached: the file went away after listing
+            raise EmbeddingFormatError(f"{path.name} cannot be read: {exc}") from exc
 
     def _cached(self, kind: str, path: Path, compute):
         stat = path.stat()

@@ -12,6 +12,8 @@ from typing import Literal
 
 from PIL import Image
 
+from app.engine.prompt_parser import EMPHASIS_MODES
+
 TaskName = Literal["txt2img", "img2img", "inpaint"]
 
 RESIZE_MODES = ("Just resize", "Crop and resize", "Resize and fill")
@@ -52,6 +54,7 @@ class GenerationRequest:
     sampler: str = "Euler a"
     schedule_type: str = "Automatic"
     clip_skip: int = 1  # A1111 numbering: 1 = last layer, 2 = penultimate
+    emphasis: str = "Original"  # how (text:1.2) weights reach the conditioning: one of EMPHASIS_MODES
     save: bool = True
 
     task: TaskName = field(default="txt2img", init=False)
@@ -73,6 +76,8 @@ class GenerationRequest:
         _check_int("Batch count", self.batch_count, 1, MAX_BATCH_COUNT)
         _check_int("Batch size", self.batch_size, 1, MAX_BATCH_SIZE)
         _check_int("Clip skip", self.clip_skip, 1, 12)
+        if self.emphasis not in EMPHASIS_MODES:
+            raise ValueError(f"Unknown emphasis mode {self.emphasis!r}; choose one of {', '.join(EMPHASIS_MODES)}.")
         resolve_sampler(self.sampler, self.schedule_type)  # raises ValueError for unknown names
         for lora in self.loras:
             if not isinstance(lora, LoraSpec) or not lora.name:
