@@ -201,8 +201,13 @@ class PromptEncoder:
                                 {name: embeddings.hashes.get(name, "") for name in dict.fromkeys(used)})
 
     def _words(self, embeddings: PromptEmbeddings) -> EmbeddingWords:
+        return self.words_for(self.tokenizer, embeddings)
+
+    @staticmethod
+    def words_for(tokenizer: Any, embeddings: PromptEmbeddings) -> EmbeddingWords:
+        """The embeddings' names as ``tokenizer`` splits them, with their vector counts."""
         names = list(embeddings.vectors)
-        ids = self.tokenizer(names, add_special_tokens=False)["input_ids"] if names else []
+        ids = tokenizer(names, add_special_tokens=False)["input_ids"] if names else []
         return EmbeddingWords(dict(zip(names, ids)),
                               {name: int(vectors[0].shape[0]) for name, vectors in embeddings.vectors.items()})
 
@@ -321,7 +326,7 @@ def _embedding_vectors(encoder: torch.nn.Module, fixes: list[list[tuple[int, tor
                 output[row, position:position + vectors.shape[0]] = vectors.to(output)
         return output
 
-    handle = encoder.get_input_embeddings().register_forward_hook(replace_rows)
+    handle = encoder.get_input_embeddings().register_forward_hook(replace_rows, prepend=True)
     try:
         yield
     finally:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import logging
 
+from app.engine.conditioning import DEFAULT_EMPHASIS, PromptEmbeddings, PromptEncoder, prompt_token_count
 from app.engine.config import EngineConfig
 from app.engine.jobs import Job, JobResult
 from app.engine.manager import ModelManager
+from app.engine.prompt_parser import EMPHASIS_MODES
+from app.engine.prompts import EmbeddingStatus, embedding_statuses, split_lora_tags, text_encoder_widths
 from app.engine.registry import ModelRegistry
 from app.engine.requests import GenerationRequest
 from app.engine.tasks import GenerationSettings, resolve_loras, run_generation
@@ -69,6 +72,24 @@ class Engine:
     def generate(self, request: GenerationRequest, owner: str = LOCAL_OWNER, timeout: float | None = None) -> JobResult:
         """Submit and wait: the synchronous form, for scripts and the API."""
         return self.submit(request, owner).wait(timeout)
+
+    def token_count(self, prompt: str, model: str | None = None, steps: int = 20,
+                    emphasis: str = DEFAULT_EMPHASIS) -> tuple[int, int]:
+        """(tokens, target) of a prompt as A1111's counter shows them (``80/150``); LoRA tags do not count.
+        Reads the model's tokenizer, not the model. Raises ValueError for an unknown model."""
+        text, _ = split_lora_tags(prompt or "")
+        name = model or self.config.default_model
+        _, embeddings = self.embeddings(name)
+        tokenizer = self.manager.tokenizer(name)
+        words = PromptEncoder.words_for(tokenizer, embeddings)
+        return prompt_token_count(tokenizer, text, steps, emphasis if emphasis in EMPHASIS_MODES else DEFAULT_EMPHASIS,
+                                  words)
+
+    def embeddings(self, model: str | None = None) -> tuple[list[EmbeddingStatus], PromptEmbeddings]:
+        """The files of models/embeddings, each usable on ``model`` or skipped with a reason."""
+        entry = self.registry.find_checkpoint(model or self.config.default_model or "")
+        widths = text_encoder_widths(self.registry, entry)
+        return embedding_statuses(self.registry, widths, self.config.allow_pickle)
 
     def cancel(self, job_id: str, owner: str = LOCAL_OWNER) -> bool:
         return self.worker.cancel(job_id, owner)

@@ -23,11 +23,13 @@ from diffusers import (
 )
 from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
 from safetensors.torch import load_file
+from transformers import CLIPTokenizer
 
 from app.engine.conditioning import PromptEncoder
 from app.engine.config import EngineConfig
 from app.engine.lora_runtime import LoraTensorCache, PipelineAdapters
 from app.engine.registry import ModelEntry, ModelRegistry
+from app.engine.tokenizers import clip_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +124,7 @@ class ModelManager:
         self.dtype = config.resolved_dtype()
         self._models: OrderedDict[ModelKey, LoadedModel] = OrderedDict()
         self._vaes: OrderedDict[tuple[str, str], AutoencoderKL] = OrderedDict()
+        self._tokenizers: dict[tuple[str, str], CLIPTokenizer] = {}  # of models not loaded, for token counts
         self._lock = threading.RLock()
         self.lora_cache = LoraTensorCache(config.lora_cache_mb * 2**20)
 
@@ -149,6 +152,23 @@ class ModelManager:
             loaded.prompt_encoder = PromptEncoder(pipe, loaded.family)
             self._models[key] = loaded
             return loaded
+
+    def tokenizer(self, name: str | None) -> CLIPTokenizer:
+        """The (first) tokenizer of a checkpoint, for counting prompt tokens without loading the model:
+        the loaded one, a diffusers folder's own, else SD's CLIP vocabulary (every SD family uses it)."""
+        entry = self.registry.find_checkpoint(name or self.config.default_model or "")
+        with self._lock:
+            for key, loaded in self._models.items():
+                if key.name == entry.name:
+                    return loaded.txt2img.tokenizer
+            cache_key = ("tokenizer", entry.name)
+            if cache_key not in self._tokenizers:
+                folder = entry.path / "tokenizer" if entry.kind == "diffusers" and entry.path is not None else None
+                if folder is not None and (folder / "vocab.json").is_file():
+                    self._tokenizers[cache_key] = CLIPTokenizer.from_pretrained(folder, local_files_only=True)
+                else:
+                    self._tokenizers[cache_key] = clip_tokenizer()
+            return self._tokenizers[cache_key]
 
     def vae(self, entry: ModelEntry, like: AutoencoderKL) -> AutoencoderKL:
         """A VAE from models/VAE (found by the caller), built with the same config as ``like``."""

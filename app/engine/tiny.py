@@ -63,6 +63,15 @@ def tiny_vae() -> AutoencoderKL:
     )
 
 
+def with_norm_bias(encoder: CLIPTextModel) -> CLIPTextModel:
+    """Give the final layer norm a bias, as trained CLIP encoders have. A fresh norm has none, so every
+    token's output has mean 0 and A1111's emphasis, which restores the mean, would divide noise by noise."""
+    inner = getattr(encoder, "text_model", encoder)
+    with torch.no_grad():
+        inner.final_layer_norm.bias.normal_(0.0, 0.5)
+    return encoder
+
+
 def build_tiny_pipeline(
     family: Family = "sd1", *, inpainting: bool = False, prediction_type: str | None = None, seed: int = 0
 ) -> DiffusionPipeline:
@@ -90,8 +99,8 @@ def build_tiny_pipeline(
             cross_attention_dim=64,
             norm_num_groups=32,
         )
-        text_encoder = CLIPTextModel(tiny_text_config(32, 3, pad=49407))
-        text_encoder_2 = CLIPTextModelWithProjection(tiny_text_config(32, 3, act="gelu", pad=0))
+        text_encoder = with_norm_bias(CLIPTextModel(tiny_text_config(32, 3, pad=49407)))
+        text_encoder_2 = with_norm_bias(CLIPTextModelWithProjection(tiny_text_config(32, 3, act="gelu", pad=0)))
         return StableDiffusionXLPipeline(
             vae=tiny_vae(),
             text_encoder=text_encoder,
@@ -115,7 +124,8 @@ def build_tiny_pipeline(
         use_linear_projection=sd2,
         norm_num_groups=32,
     )
-    text_encoder = CLIPTextModel(tiny_text_config(32, 3, act="gelu" if sd2 else "quick_gelu", pad=0 if sd2 else 49407))
+    text_encoder = with_norm_bias(
+        CLIPTextModel(tiny_text_config(32, 3, act="gelu" if sd2 else "quick_gelu", pad=0 if sd2 else 49407)))
     return StableDiffusionPipeline(
         vae=tiny_vae(),
         text_encoder=text_encoder,
