@@ -310,3 +310,24 @@ def test_emphasis_and_clip_skip_reach_the_infotext(engine: Engine) -> None:
     assert "Emphasis" not in plain.infotexts[0]  # A1111 writes it only when the prompt has brackets
     with pytest.raises(ValueError, match="emphasis"):
         engine.submit(Txt2ImgRequest(prompt="x", emphasis="Loud", **SMALL))
+
+
+def test_trainer_samples_read_the_prompt_language(models_dir: Path, tmp_path: Path) -> None:
+    from accelerate import Accelerator
+
+    from app.engine.registry import ModelRegistry
+    from app.training.config import TrainConfig
+    from app.training.trainer import save_samples
+
+    pipe = build_tiny_pipeline("sd1")
+    registry = ModelRegistry(models_dir)
+
+    def sample(prompt: str) -> np.ndarray:
+        config = TrainConfig(base_model="tiny-sd1", dataset=tmp_path, output_name="samples", models_dir=models_dir,
+                             outputs_dir=tmp_path, resolution=64, seed=0, sample_prompts=(prompt,))
+        (path,) = save_samples(pipe, "sd1", registry, config, 1, Accelerator(cpu=True))
+        return pixels(Image.open(path))
+
+    edited = sample("[a red circle:a blue square:0]")
+    assert np.array_equal(edited, sample("a blue square"))  # the edit is read, not drawn as brackets
+    assert not np.array_equal(edited, sample("[a red circle:a blue square:0]".replace(":0]", ":99]")))

@@ -7,11 +7,8 @@ seed gives the same pixels on any device.
 
 from __future__ import annotations
 
-import logging
-import re
 import secrets
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,13 +23,11 @@ from app.engine.lora_runtime import ActiveLora
 from app.engine.manager import LoadedModel, ModelManager
 from app.engine.outputs import output_folder, save_image
 from app.engine.preview import LatentPreviewer
-from app.engine.conditioning import DEFAULT_EMPHASIS, ConditioningSwitcher, EncodeSettings, StepConditioning
-from app.engine.prompts import EmbeddingStatus, embedding_statuses, requested_loras
+from app.engine.prompt_inputs import conditioned_call, encode_for_pipeline, prompt_infotext
+from app.engine.prompts import requested_loras
 from app.engine.registry import ModelRegistry
 from app.engine.requests import GenerationRequest, Img2ImgRequest, InpaintRequest
 from app.engine.samplers import make_scheduler, resolve_sampler
-
-log = logging.getLogger(__name__)
 
 VERSION = "lora-studio 0.1.0"
 
@@ -110,7 +105,11 @@ def run_generation(ctx: JobContext, request: GenerationRequest, manager: ModelMa
     assert loaded.adapters is not None
     loaded.adapters.activate(loras)  # exactly this job's LoRAs, or the exact base model
     ctx.check_cancelled()
-    conditioning = encode_prompts(request, prompt, loaded, loras, manager)
+    assert loaded.prompt_encoder is not None
+    conditioning = encode_for_pipeline(loaded.prompt_encoder, loaded.txt2img, manager.registry, prompt,
+                                       request.negative_prompt, request.steps, loras=loras,
+                                       clip_skip=request.clip_skip, emphasis=request.emphasis,
+                                       allow_pickle=manager.config.allow_pickle)
     ctx.check_cancelled()
 
     pipeline_task = request.task
@@ -126,18 +125,15 @@ def run_generation(ctx: JobContext, request: GenerationRequest, manager: ModelMa
     result = JobResult(info={"model": model_display_name(loaded), "model_hash": loaded.model_hash})
     vae_hash = manager.registry.short_hash(vae_entry) if vae_entry else None
     lora_hashes = {lora.name: manager.registry.lora_hash(lora.path)[:12] for lora in loras}
-    extra = prompt_infotext(request, conditioning)
+    extra = prompt_infotext(request.prompt, request.negative_prompt, request.emphasis, conditioning)
     for batch_index in range(request.batch_count):
         batch_seeds = seeds[batch_index * request.batch_size:(batch_index + 1) * request.batch_size]
         reporter = StepReporter(ctx, previewer, settings.preview_every, request, batch_index, clock)
-        callback, tensor_inputs = step_callbacks(reporter, conditioning, request.batch_size)
         images = pipe(
             **inputs.pipeline_kwargs,
             **common_kwargs(request),
-            **conditioning.pipeline_kwargs(),
+            **conditioned_call(conditioning, request.batch_size, reporter),
             generator=[torch.Generator("cpu").manual_seed(s) for s in batch_seeds],
-            callback_on_step_end=callback,
-            callback_on_step_end_tensor_inputs=tensor_inputs,
             output_type="pil",
         ).images
         ctx.check_cancelled()
@@ -169,60 +165,12 @@ def resolve_loras(request: GenerationRequest, registry: ModelRegistry) -> tuple[
 
 
 def common_kwargs(request: GenerationRequest) -> dict[str, Any]:
-    """Pipeline arguments every task shares, besides the conditioning (``encode_prompts``)."""
+    """Pipeline arguments every task shares, besides the conditioning (``prompt_inputs``)."""
     return dict(
         num_inference_steps=request.steps,
         guidance_scale=request.cfg_scale,
         num_images_per_prompt=request.batch_size,
     )
-
-
-def encode_prompts(request: GenerationRequest, prompt: str, loaded: LoadedModel, loras: list[ActiveLora],
-                   manager: ModelManager) -> StepConditioning:
-    """The job's prompts read as A1111 reads them (``prompt``: LoRA tags removed), with the LoRAs
-    already fused. Embeddings that do not fit the model are skipped, with a log line when used."""
-    assert loaded.prompt_encoder is not None
-    encoder = loaded.prompt_encoder
-    statuses, embeddings = embedding_statuses(manager.registry, encoder.widths, manager.config.allow_pickle)
-    _warn_skipped_embeddings(statuses, prompt, request.negative_prompt)
-    lora_state = tuple((str(lora.path), lora.weight) for lora in loras if lora.info.has_text_encoder)
-    settings = EncodeSettings(request.clip_skip, request.emphasis, lora_state)
-    steps = request.steps * int(getattr(loaded.txt2img.scheduler, "order", 1) or 1)  # A1111 counts model calls
-    return encoder.encode(prompt, request.negative_prompt, steps, settings, embeddings)
-
-
-def _warn_skipped_embeddings(statuses: list[EmbeddingStatus], *prompts: str) -> None:
-    words = set(re.findall(r"[\w.-]+", " ".join(prompts)))
-    for status in statuses:
-        if not status.usable and status.name in words:
-            log.warning("embedding %s is not used: %s", status.name, status.skipped_because)
-
-
-def prompt_infotext(request: GenerationRequest, conditioning: StepConditioning) -> dict[str, object]:
-    """A1111's prompt parameters: "TI hashes" of the embeddings used, "Emphasis" when not Original and
-    the prompts hold brackets."""
-    extra: dict[str, object] = {}
-    if conditioning.embeddings_used:
-        extra["TI hashes"] = ", ".join(f"{name.replace(':', '').replace(',', '')}: {short}"
-                                       for name, short in conditioning.embeddings_used.items())
-    texts = request.prompt + request.negative_prompt
-    if request.emphasis != DEFAULT_EMPHASIS and ("(" in texts or "[" in texts):
-        extra["Emphasis"] = request.emphasis
-    return extra
-
-
-def step_callbacks(reporter: StepReporter, conditioning: StepConditioning,
-                   batch_size: int) -> tuple[Callable[..., dict], list[str]]:
-    """The ``callback_on_step_end`` of a batch and the tensors it needs: progress and previews, and,
-    for prompts that change during sampling, the next step's conditioning."""
-    if not conditioning.changes_during_sampling:
-        return reporter, ["latents"]
-    switcher = ConditioningSwitcher(conditioning, batch_size)
-
-    def both(pipe: Any, step: int, timestep: Any, callback_kwargs: dict) -> dict:
-        return switcher(pipe, step, timestep, reporter(pipe, step, timestep, callback_kwargs))
-
-    return both, ["latents", *switcher.tensor_inputs]
 
 
 def previewer_for(loaded: LoadedModel) -> LatentPreviewer:

@@ -19,6 +19,7 @@ from PIL import Image, ImageDraw
 
 from app.engine.lora_runtime import ActiveLora
 from app.engine.manager import ModelManager
+from app.engine.prompt_inputs import conditioned_call, encode_for_pipeline
 from app.engine.samplers import make_scheduler, resolve_sampler
 
 DEFAULT_PROMPTS = ("a photo",)
@@ -73,13 +74,20 @@ def evaluate_lora(manager: ModelManager, lora: ActiveLora, base_model: str, prom
     pipe.scheduler = make_scheduler(loaded.scheduler_config, *resolve_sampler("Euler a", "Automatic"))
     prompts = list(prompts) or list(DEFAULT_PROMPTS)
     rows: dict[bool, list[Image.Image]] = {}
+    assert loaded.prompt_encoder is not None
     try:
         for with_lora in (False, True):
-            loaded.adapters.activate([lora] if with_lora else [])
-            rows[with_lora] = [
-                pipe(prompt=prompt, num_inference_steps=steps, width=size, height=size, guidance_scale=cfg_scale,
-                     generator=torch.Generator("cpu").manual_seed(seed)).images[0]
-                for prompt in prompts for seed in seeds]
+            active = [lora] if with_lora else []
+            loaded.adapters.activate(active)
+            rows[with_lora] = []
+            for prompt in prompts:  # read as the generate tabs read it (A1111's prompt language)
+                conditioning = encode_for_pipeline(loaded.prompt_encoder, pipe, manager.registry, prompt, "", steps,
+                                                   loras=active, allow_pickle=manager.config.allow_pickle)
+                rows[with_lora] += [
+                    pipe(num_inference_steps=steps, width=size, height=size, guidance_scale=cfg_scale,
+                         generator=torch.Generator("cpu").manual_seed(seed), **conditioned_call(conditioning, 1)
+                         ).images[0]
+                    for seed in seeds]
     finally:
         loaded.adapters.activate([])
     change = _mean_change(rows[False], rows[True])

@@ -25,7 +25,9 @@ from diffusers.optimization import get_scheduler
 from peft import LoraConfig, inject_adapter_in_model
 from safetensors.torch import load_file, save_file
 
+from app.engine.conditioning import PromptEncoder
 from app.engine.manager import pipeline_family, read_pipeline
+from app.engine.prompt_inputs import conditioned_call, encode_for_pipeline
 from app.engine.registry import ModelRegistry
 from app.training.cache import LatentCache, TextCache
 from app.training.config import TEXT_TARGETS, UNET_CONV_TARGETS, UNET_TARGETS, TrainConfig
@@ -46,6 +48,7 @@ log = logging.getLogger(__name__)
 
 TEXT_COMPONENTS = ("text_encoder", "text_encoder_2")
 ADAPTER = "default"
+SAMPLE_STEPS = 20  # the sample images of a run
 
 
 class TrainingStopped(Exception):
@@ -193,7 +196,7 @@ def train(config: TrainConfig, *, registry: ModelRegistry | None = None,
                 step_times.append(time.perf_counter() - tick)
                 samples: list[Path] = []
                 if config.sample_every and config.sample_prompts and state.step % config.sample_every == 0:
-                    samples = save_samples(pipe, config, state.step, accelerator)
+                    samples = save_samples(pipe, family, registry, config, state.step, accelerator)
                     result.samples += samples
                 if on_progress and accelerator.is_main_process:
                     on_progress(progress_of(state, config, lr_scheduler, step_times, samples))
@@ -349,18 +352,23 @@ def progress_of(state: RunState, config: TrainConfig, lr_scheduler, step_times: 
                          samples=tuple(samples))
 
 
-def save_samples(pipe, config: TrainConfig, step: int, accelerator: Accelerator) -> list[Path]:
-    """Images at the fixed sample prompts and seeds, under the run folder (main process only)."""
+def save_samples(pipe, family: str, registry: ModelRegistry, config: TrainConfig, step: int,
+                 accelerator: Accelerator) -> list[Path]:
+    """Images at the fixed sample prompts and seeds, under the run folder (main process only). The
+    prompts are read as the generate tabs read them; nothing is cached, as the weights keep changing."""
     if not accelerator.is_main_process:
         return []
     folder = config.run_dir / "samples"
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
+    encoder = PromptEncoder(pipe, family, cache_entries=0)
     pipe.unet.eval()
     with torch.no_grad():
         for index, prompt in enumerate(config.sample_prompts):
-            image = pipe(prompt, num_inference_steps=20, width=config.resolution, height=config.resolution,
-                         generator=torch.Generator().manual_seed(config.seed + index)).images[0]
+            conditioning = encode_for_pipeline(encoder, pipe, registry, prompt, "", SAMPLE_STEPS)
+            image = pipe(num_inference_steps=SAMPLE_STEPS, width=config.resolution, height=config.resolution,
+                         generator=torch.Generator().manual_seed(config.seed + index),
+                         **conditioned_call(conditioning, 1)).images[0]
             path = folder / f"step-{step:06d}-{index}.png"
             image.save(path)
             paths.append(path)
