@@ -31,9 +31,10 @@ def client(app: RunningApp):
     return Client(app.url, verbose=False)
 
 
-def settings(prompt: str, seed: int = 7, steps: int = 4, vae: str = "Automatic") -> list:
-    """The 13 shared arguments, in the README's order."""
-    return [MODEL, vae, prompt, "", "Euler a", "Automatic", steps, 7, 64, 64, seed, 1, 1]
+def settings(prompt: str, seed: int = 7, steps: int = 4, vae: str = "Automatic", clip_skip: int = 1,
+             emphasis: str = "Original") -> list:
+    """The 15 shared arguments: the 13 of the tab, then the page's quick settings (clip skip, emphasis)."""
+    return [MODEL, vae, prompt, "", "Euler a", "Automatic", steps, 7, 64, 64, seed, 1, 1, clip_skip, emphasis]
 
 
 def gallery_paths(result: tuple) -> list[Path]:
@@ -60,6 +61,18 @@ def test_txt2img_returns_the_saved_image_with_its_parameters(app: RunningApp, cl
     again = client.predict(*settings("a red circle", seed=123), api_name="/txt2img")
     with Image.open(gallery_paths(again)[0]) as repeat, Image.open(path) as first:
         assert np.array_equal(np.asarray(repeat), np.asarray(first))  # same seed, same pixels
+
+
+def test_quick_settings_reach_the_job_and_its_parameters(client) -> None:
+    result = client.predict(*settings("a (red:1.3) circle", seed=11, clip_skip=2, emphasis="No norm"),
+                            api_name="/txt2img")
+    info = result[3]
+    assert info.startswith("a (red:1.3) circle\n") and "Clip skip: 2" in info and "Emphasis: No norm" in info
+    assert len(gallery_paths(result)) == 1
+    api = client.view_api(return_format="dict", print_info=False)
+    assert [p["parameter_name"] for p in api["named_endpoints"]["/txt2img"]["parameters"]][-2:] == ["clip_skip",
+                                                                                                      "emphasis"]
+    assert not [name for name in api["named_endpoints"] if name.startswith("/lambda")]  # UI-only events stay hidden
 
 
 def test_img2img_and_inpaint_through_the_api(app: RunningApp, client, tmp_path: Path) -> None:

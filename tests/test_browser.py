@@ -323,3 +323,45 @@ def test_login_is_required_with_auth_and_wrong_passwords_are_refused(browser, tm
         context.close()
     finally:
         protected.stop()
+
+
+def test_token_counters_quick_settings_and_the_embedding_picker(page, app: RunningApp) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    wait_for_text(page, "#txt2img_token_counter", "0/75", timeout=10_000)
+    assert page.inner_text("#txt2img_negative_token_counter").strip() == "0/75"
+    assert "75-token chunks" in page.locator("#txt2img_token_counter .ls-token-counter").get_attribute("title")
+    page.fill("#txt2img_prompt textarea", "a red circle")
+    wait_for_text(page, "#txt2img_token_counter", "3/75", timeout=10_000)
+    page.fill("#txt2img_prompt textarea", ", ".join(["a red circle"] * 25))  # 99 tokens
+    page.wait_for_function("() => /^\\d+\\/150$/.test(document.querySelector('#txt2img_token_counter').innerText.trim())",
+                           timeout=10_000)
+    assert page.inner_text("#txt2img_negative_token_counter").strip() == "0/75"
+    assert page.locator("#setting_clip_skip input[type=number]").input_value() == "1"
+    assert page.locator("#setting_emphasis input").input_value() == "Original"
+    page.screenshot(path=str(SHOTS / "quick-settings-and-counters.png"), clip={"x": 0, "y": 0, "width": 1400,
+                                                                               "height": 560})
+
+    folder = app.models_dir / "embeddings"
+    folder.mkdir(exist_ok=True)
+    usable, skipped = folder / "browser-emb.safetensors", folder / "wide-emb.safetensors"
+    save_file({"emb_params": torch.randn(2, 32)}, usable)  # fits the placeholder's 32-wide text encoder
+    save_file({"emb_params": torch.randn(2, 768)}, skipped)  # an SD 1.x one: listed, not usable here
+    try:
+        page.fill("#txt2img_negative textarea", "lowres")
+        page.click("#txt2img_refresh")
+        page.get_by_text("Textual inversion", exact=True).first.click()  # open the accordion
+        cell = page.locator('#txt2img_embeddings :text-is("wide-emb"):visible').first
+        cell.wait_for(timeout=10_000)
+        cell.click()
+        wait_for_text(page, "#txt2img_embedding_info", "Skipped: wide-emb is for SD 1.x", timeout=10_000)
+        assert page.input_value("#txt2img_negative textarea") == "lowres"
+        page.locator('#txt2img_embeddings :text-is("browser-emb"):visible').first.click()
+        page.wait_for_function("() => document.querySelector('#txt2img_negative textarea')?.value === 'lowres, browser-emb'",
+                               timeout=10_000)
+        wait_for_text(page, "#txt2img_negative_token_counter", "5/75", timeout=10_000)  # 2 + comma + 2 vectors
+        page.locator("#txt2img_embedding_panel").screenshot(path=str(SHOTS / "embedding-picker.png"))
+    finally:
+        usable.unlink()
+        skipped.unlink()

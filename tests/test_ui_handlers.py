@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -30,7 +32,8 @@ def test_png_info_reads_parameters_and_fills_fields(tmp_path) -> None:
     read, fields = read_png_info(Image.open(tmp_path / "a.png"))
     assert read == text and fields["Seed"] == "99" and fields["Size-1"] == "96"
     values = fields_from_infotext(read)
-    assert values == ["tiny", "Automatic", "a cat, sitting", "dog", "DPM++ 2M", "Karras", 12, 5.5, 96, 64, 99, 1, 1]
+    assert values == ["tiny", "Automatic", "a cat, sitting", "dog", "DPM++ 2M", "Karras", 12, 5.5, 96, 64, 99, 1, 1, 1,
+                      "Original"]
     assert read_png_info(Image.new("RGB", (4, 4)))[0] == "This image carries no generation parameters."
 
 
@@ -63,3 +66,112 @@ def test_only_edited_captions_become_overrides(tmp_path) -> None:
     edited = pd.DataFrame([["a.png", "first"], ["b.png", " changed "], ["ghost.png", "x"]], columns=["image", "caption"])
     assert caption_overrides(edited, tmp_path) == {"b.png": "changed"}
     assert (tmp_path / "b.txt").read_text() == "second"  # the user's file is untouched
+
+
+# ----- quick settings, token counter, textual-inversion picker ------------------------------------
+
+A1111_PROMPT = r"masterpiece, (detailed fur:1.2), [dog:cat:0.5] BREAK \(literal\) <lora:x:0.8>"
+A1111_NEGATIVE = "EasyNegative, (worst quality:1.4)"
+
+
+@pytest.fixture
+def ti_engine(models_dir, tmp_path):
+    """An engine on its own models dir (a copy of tiny-sd1, 32-wide text encoder) with two embeddings:
+    ``good-emb`` fits it, ``sd1-emb`` (768 wide) is skipped."""
+    import shutil
+
+    import torch
+    from safetensors.torch import save_file
+
+    from app.engine import Engine, EngineConfig
+
+    root = tmp_path / "models"
+    shutil.copytree(models_dir / "Stable-diffusion" / "tiny-sd1", root / "Stable-diffusion" / "tiny-sd1")
+    (root / "embeddings").mkdir()
+    save_file({"emb_params": torch.randn(2, 32)}, root / "embeddings" / "good-emb.safetensors")
+    save_file({"emb_params": torch.randn(2, 768)}, root / "embeddings" / "sd1-emb.safetensors")
+    engine = Engine(EngineConfig(models_dir=root, outputs_dir=tmp_path / "outputs", default_model="tiny-sd1",
+                                 device="cpu"))
+    yield engine
+    engine.shutdown()
+
+
+def test_quick_settings_reach_the_request() -> None:
+    from app.engine import Txt2ImgRequest
+    from app.ui.generate_tab import request_fields
+
+    fields = request_fields("tiny", "Automatic", "a (red:1.3) circle", "", "Euler a", "Automatic", 20.0, 7.0, 64.0,
+                            64.0, -1.0, 1.0, 1.0, 2.0, "No norm")
+    assert fields["clip_skip"] == 2 and isinstance(fields["clip_skip"], int) and fields["emphasis"] == "No norm"
+    request = Txt2ImgRequest(**fields)
+    request.validate()
+    assert (request.clip_skip, request.emphasis) == (2, "No norm")
+
+
+def test_an_a1111_infotext_fills_every_field_byte_for_byte() -> None:
+    text = (f"{A1111_PROMPT}\nNegative prompt: {A1111_NEGATIVE}\n"
+            "Steps: 20, Sampler: Euler a, Schedule type: Automatic, CFG scale: 7, Seed: 5, Size: 512x768, "
+            "Model: tiny, Clip skip: 2, Emphasis: No norm, Version: v1.10.1")
+    values = fields_from_infotext(text)
+    assert values == ["tiny", "Automatic", A1111_PROMPT, A1111_NEGATIVE, "Euler a", "Automatic", 20, 7.0, 512, 768, 5,
+                      1, 1, 2, "No norm"]
+    plain = fields_from_infotext("a cat\nSteps: 4, Sampler: Euler, Seed: 1, Size: 64x64")
+    assert plain[-2:] == [1, "Original"]  # not written means A1111's defaults
+
+
+def test_send_to_keeps_the_quick_settings_it_cannot_use(ti_engine) -> None:
+    from app.ui.send_to import settings_values
+
+    values = settings_values(ti_engine, "a cat\nSteps: 4, Sampler: Euler, Seed: 1, Size: 64x64, Model: tiny-sd1, "
+                                        "Clip skip: 2, Emphasis: Sideways")
+    assert values[0] == "tiny-sd1" and values[-2] == 2 and isinstance(values[-1], dict)  # gr.update(): unchanged
+
+
+def test_token_counter_shows_tokens_over_the_chunk_target(ti_engine) -> None:
+    from app.ui.token_counter import token_counter_html
+
+    assert ">3/75<" in token_counter_html(ti_engine, "a red circle", "tiny-sd1", 20, "Original")
+    assert ">0/75<" in token_counter_html(ti_engine, "", None, 20, "Original")
+    long_prompt = ", ".join(["red circle"] * 30)  # 89 tokens
+    html = token_counter_html(ti_engine, long_prompt, "tiny-sd1", 20, "Original")
+    assert re.search(r">\d+/150<", html) and "75-token chunks" in html
+    unknown = token_counter_html(ti_engine, "a red circle", "no-such-model", 20, "Original")
+    assert ">?/75<" in unknown and "ls-token-counter-error" in unknown and "no-such-model" in unknown
+
+
+def test_embeddings_insert_comma_separated_once() -> None:
+    from app.ui.embedding_picker import with_embedding
+
+    assert with_embedding("", "EasyNegative") == "EasyNegative"
+    assert with_embedding(None, "EasyNegative") == "EasyNegative"
+    assert with_embedding("(worst quality:1.4)  ", "EasyNegative") == "(worst quality:1.4), EasyNegative"
+    assert with_embedding("lowres,", "EasyNegative") == "lowres, EasyNegative"
+    assert with_embedding("lowres, EasyNegative", "EasyNegative") == "lowres, EasyNegative"
+    assert with_embedding("lowres, NotEasyNegative", "EasyNegative") == "lowres, NotEasyNegative, EasyNegative"
+
+
+def test_embedding_table_lists_usable_and_skipped_files_and_rows_insert(ti_engine) -> None:
+    from app.ui.embedding_picker import HEADERS, embedding_table, insert_embedding
+
+    table, note = embedding_table(ti_engine, "tiny-sd1")
+    assert list(table.columns) == HEADERS and note == ""
+    rows = {row[0]: row for row in table.values.tolist()}
+    good, skipped = rows["good-emb"], rows["sd1-emb"]
+    assert good[1:3] == [2, "a 32-wide text encoder"] and len(good[3]) > 0 and good[4] == "ok"
+    assert skipped[1:3] == [2, "SD 1.x"] and skipped[4] != "ok" and "768" in skipped[4]
+
+    assert insert_embedding(good, "Negative prompt", "a cat", "lowres") == ("a cat", "lowres, good-emb", "")
+    assert insert_embedding(good, "Prompt", "a cat", "") == ("a cat, good-emb", "", "")
+    prompt, negative, message = insert_embedding(skipped, "Negative prompt", "a cat", "lowres")
+    assert (prompt, negative) == ("a cat", "lowres") and message == f"⚠ Skipped: {skipped[4]}"
+
+
+def test_embedding_table_says_when_there_is_nothing_to_list(ti_engine) -> None:
+    from app.ui.embedding_picker import EMPTY_NOTE, embedding_table
+
+    for path in (ti_engine.config.models_dir / "embeddings").iterdir():
+        path.unlink()
+    table, note = embedding_table(ti_engine, "tiny-sd1")
+    assert table.empty and list(table.columns)[0] == "Name" and note == EMPTY_NOTE
+    table, note = embedding_table(ti_engine, "no-such-model")
+    assert table.empty and "no-such-model" in note

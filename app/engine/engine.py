@@ -88,7 +88,7 @@ class Engine:
     def embeddings(self, model: str | None = None) -> tuple[list[EmbeddingStatus], PromptEmbeddings]:
         """The files of models/embeddings, each usable on ``model`` or skipped with a reason."""
         entry = self.registry.find_checkpoint(model or self.config.default_model or "")
-        widths = text_encoder_widths(self.registry, entry)
+        widths = self.manager.resident_text_encoder_widths(entry.name) or text_encoder_widths(self.registry, entry)
         return embedding_statuses(self.registry, widths, self.config.allow_pickle)
 
     def cancel(self, job_id: str, owner: str = LOCAL_OWNER) -> bool:

@@ -153,6 +153,14 @@ class ModelManager:
             self._models[key] = loaded
             return loaded
 
+    def resident_text_encoder_widths(self, name: str) -> tuple[int, ...] | None:
+        """The text encoders' widths of a loaded checkpoint (None when it is not loaded)."""
+        with self._lock:
+            for key, loaded in self._models.items():
+                if key.name == name and loaded.prompt_encoder is not None:
+                    return loaded.prompt_encoder.widths
+        return None
+
     def tokenizer(self, name: str | None) -> CLIPTokenizer:
         """The (first) tokenizer of a checkpoint, for counting prompt tokens without loading the model:
         the loaded one, a diffusers folder's own, else SD's CLIP vocabulary (every SD family uses it)."""

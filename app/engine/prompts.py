@@ -91,7 +91,7 @@ class EmbeddingStatus:
 def embedding_statuses(registry: ModelRegistry, widths: tuple[int, ...] | None,
                        allow_pickle: bool) -> tuple[list[EmbeddingStatus], PromptEmbeddings]:
     """Every embedding file with what it is, and the vectors of those that fit text encoders of
-    ``widths`` (None: the model is unknown, so none is judged and none is usable)."""
+    ``widths`` (None: the widths are unknown, so none is usable yet)."""
     statuses: list[EmbeddingStatus] = []
     vectors: dict[str, tuple] = {}
     hashes: dict[str, str] = {}
@@ -108,7 +108,9 @@ def embedding_statuses(registry: ModelRegistry, widths: tuple[int, ...] | None,
             reason = f"another embedding is already called {name}"
         elif inversion.vector_count > CHUNK_TOKENS:
             reason = f"{name} has {inversion.vector_count} vectors; at most {CHUNK_TOKENS} fit in a prompt chunk"
-        elif widths is not None:
+        elif widths is None:
+            reason = "cannot tell whether it fits this model before the model is loaded"
+        else:
             try:
                 vectors[name] = inversion.vectors_for(widths)
                 hashes[name] = inversion.short_hash

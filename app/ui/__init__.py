@@ -6,6 +6,7 @@ import gradio as gr
 
 from app.engine import Engine
 from app.serving import ServeOptions, launch_kwargs
+from app.ui.generate_tab import quick_settings
 from app.ui.img2img_tab import build_img2img_tab
 from app.ui.inpaint_tab import build_inpaint_tab
 from app.ui.png_info_tab import build_png_info_tab
@@ -19,6 +20,14 @@ CSS = """
 .ls-progress-fill { position: absolute; inset: 0 auto 0 0; background: var(--color-accent-soft); }
 .ls-progress-text { position: relative; padding-left: 0.5em; line-height: 1.6em; font-size: 0.9em; }
 .ls-tool { align-self: end; }
+.ls-quicksettings { align-items: flex-start; }
+/* The token counter sits in the top-right corner of the prompt box below it, on its label's line, as in A1111. */
+.block.ls-token-counter-box { align-self: flex-end; width: fit-content !important; height: 20px; position: relative;
+  z-index: 5; margin: 10px 0 calc(-1 * var(--layout-gap) - 30px) auto; padding: 0 12px 0 0 !important; }
+.ls-token-counter-box .html-container { padding: 0 !important; }
+.ls-token-counter { font-size: var(--text-sm); line-height: 20px; color: var(--block-label-text-color);
+  font-variant-numeric: tabular-nums; white-space: nowrap; cursor: help; }
+.ls-token-counter-error { color: var(--color-red-500, #dc2626); }
 """
 
 # Ctrl+Enter (Cmd+Enter on a Mac) in a prompt box clicks that tab's Generate button, as in A1111.
@@ -47,13 +56,14 @@ def build_ui(engine: Engine) -> gr.Blocks:
     with gr.Blocks(title="LoRA Studio", delete_cache=CACHE_CLEANUP) as blocks:
         gr.Markdown("## LoRA Studio")
         gr.Markdown(_model_note(engine))
+        quick = quick_settings()
         with gr.Tabs() as tabs:
             with gr.Tab("txt2img", id="txt2img"):
-                txt2img = build_txt2img_tab(engine)
+                txt2img = build_txt2img_tab(engine, quick)
             with gr.Tab("img2img", id="img2img"):
-                img2img = build_img2img_tab(engine)
+                img2img = build_img2img_tab(engine, quick)
             with gr.Tab("Inpaint", id="inpaint"):
-                inpaint = build_inpaint_tab(engine)
+                inpaint = build_inpaint_tab(engine, quick)
             with gr.Tab("PNG Info", id="png_info"):
                 info_text, to_txt2img, to_img2img = build_png_info_tab()
             with gr.Tab("Train LoRA", id="train"):

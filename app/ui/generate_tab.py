@@ -11,9 +11,12 @@ import gradio as gr
 
 from app.engine import Engine, GenerationRequest
 from app.engine.infotext import parse_infotext
+from app.engine.prompt_parser import EMPHASIS_MODES
 from app.engine.samplers import SAMPLER_NAMES, SCHEDULE_TYPES
+from app.ui.embedding_picker import embedding_picker
 from app.ui.lora_picker import lora_choices, lora_picker
 from app.ui.progress import progress_html
+from app.ui.token_counter import token_counter, wire_token_counters
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +48,32 @@ class SettingsControls:
     seed: gr.Number
     batch_count: gr.Slider
     batch_size: gr.Slider
+    clip_skip: gr.Slider  # the page's quick settings: the same two components in every tab
+    emphasis: gr.Dropdown
 
     def as_list(self) -> list[gr.components.Component]:
         return list(self.__dict__.values())
+
+
+@dataclass
+class QuickSettings:
+    """A1111's quick settings above the tabs; each browser session has its own values."""
+
+    clip_skip: gr.Slider
+    emphasis: gr.Dropdown
+
+
+def quick_settings() -> QuickSettings:
+    """Build the quick-settings row (call inside build_ui, before the tabs)."""
+    with gr.Row(elem_id="quicksettings", elem_classes="ls-quicksettings"):
+        clip_skip = gr.Slider(1, 12, value=1, step=1, label="Clip skip", scale=1, min_width=240,
+                              info="1 = last CLIP layer, 2 = penultimate (anime models)",
+                              elem_id="setting_clip_skip")
+        emphasis = gr.Dropdown(list(EMPHASIS_MODES), value=EMPHASIS_MODES[0], label="Emphasis", scale=1,
+                               min_width=240, info="how (word:1.2) weights are applied",
+                               elem_id="setting_emphasis")
+        gr.HTML(scale=2)  # keeps the two controls compact, as in A1111
+    return QuickSettings(clip_skip, emphasis)
 
 
 @dataclass
@@ -62,14 +88,16 @@ class SettingsButtons:
 
 def request_fields(model: str | None, vae: str | None, prompt: str, negative_prompt: str, sampler: str,
                    schedule_type: str, steps: float, cfg_scale: float, width: float, height: float,
-                   seed: float | None, batch_count: float, batch_size: float) -> dict[str, Any]:
+                   seed: float | None, batch_count: float, batch_size: float, clip_skip: float | None,
+                   emphasis: str | None) -> dict[str, Any]:
     """Request fields from the SettingsControls values (in their order); sliders arrive as floats."""
     return dict(
         model=model or None, vae=None if vae in (None, "", AUTOMATIC_VAE) else vae, prompt=prompt or "",
         negative_prompt=negative_prompt or "", sampler=sampler, schedule_type=schedule_type, steps=int(steps),
         cfg_scale=float(cfg_scale), width=int(width), height=int(height),
         seed=int(seed if seed is not None else RANDOM_SEED), batch_count=int(batch_count),
-        batch_size=int(batch_size),
+        batch_size=int(batch_size), clip_skip=int(clip_skip if clip_skip is not None else 1),
+        emphasis=emphasis or EMPHASIS_MODES[0],
     )
 
 
@@ -79,8 +107,8 @@ def model_choices(engine: Engine) -> tuple[list[str], list[str]]:
     return checkpoints, [AUTOMATIC_VAE, *(e.name for e in engine.registry.vaes())]
 
 
-def settings_controls(engine: Engine, tab: str) -> tuple[SettingsControls, SettingsButtons]:
-    """Build the settings column (inside the caller's layout)."""
+def settings_controls(engine: Engine, tab: str, quick: QuickSettings) -> tuple[SettingsControls, SettingsButtons]:
+    """Build the settings column (inside the caller's layout); ``quick`` are the page's quick settings."""
     card = default_card(engine)
     checkpoints, vaes = model_choices(engine)
     with gr.Row(equal_height=True):
@@ -89,17 +117,22 @@ def settings_controls(engine: Engine, tab: str) -> tuple[SettingsControls, Setti
         vae = gr.Dropdown(vaes, value=AUTOMATIC_VAE, label="VAE", scale=3, allow_custom_value=True,
                           elem_id=f"{tab}_vae")  # custom values: API clients may name files added since start
         refresh = gr.Button("Refresh", scale=0, min_width=80, elem_id=f"{tab}_refresh", elem_classes="ls-tool")
+    steps_value = card.get("default_steps", 20)
+    prompt_counter = token_counter(engine, f"{tab}_token_counter", engine.config.default_model, steps_value)
     prompt = gr.Textbox(label="Prompt", lines=3, placeholder="Prompt (Ctrl+Enter to generate)",
                         elem_id=f"{tab}_prompt")
+    negative_counter = token_counter(engine, f"{tab}_negative_token_counter", engine.config.default_model,
+                                     steps_value)
     negative = gr.Textbox(label="Negative prompt", lines=2, elem_id=f"{tab}_negative")
     if tab == "txt2img" and card.get("example_prompts"):  # the default model's card suggests what it knows
         gr.Examples([[text] for text in card["example_prompts"]], inputs=[prompt], label="Prompts to try",
                     elem_id="txt2img_examples")
     lora = lora_picker(engine, tab, prompt, model)
+    embedding_picker(engine, tab, prompt, negative, model, refresh)
     with gr.Row():
         sampler = gr.Dropdown(list(SAMPLER_NAMES), value="Euler a", label="Sampling method")
         schedule = gr.Dropdown(list(SCHEDULE_TYPES), value="Automatic", label="Schedule type")
-    steps = gr.Slider(1, 150, value=card.get("default_steps", 20), step=1, label="Sampling steps",
+    steps = gr.Slider(1, 150, value=steps_value, step=1, label="Sampling steps",
                       elem_id=f"{tab}_steps")
     with gr.Row():
         width = gr.Slider(64, 2048, value=card.get("default_width", 512), step=8, label="Width",
@@ -114,8 +147,10 @@ def settings_controls(engine: Engine, tab: str) -> tuple[SettingsControls, Setti
         seed = gr.Number(value=RANDOM_SEED, precision=0, label="Seed (-1 = random)", scale=4, elem_id=f"{tab}_seed")
         random_seed = gr.Button("Random", scale=0, min_width=80, elem_id=f"{tab}_random_seed", elem_classes="ls-tool")
         reuse_seed = gr.Button("Reuse", scale=0, min_width=80, elem_id=f"{tab}_reuse_seed", elem_classes="ls-tool")
+    wire_token_counters(engine, [(prompt_counter, prompt), (negative_counter, negative)], model, steps,
+                        quick.emphasis)
     controls = SettingsControls(model, vae, prompt, negative, sampler, schedule, steps, cfg, width, height, seed,
-                                batch_count, batch_size)
+                                batch_count, batch_size, quick.clip_skip, quick.emphasis)
     return controls, SettingsButtons(refresh, random_seed, reuse_seed, lora)
 
 

@@ -12,6 +12,7 @@ from app.engine import Engine, InpaintRequest
 from app.engine.requests import INPAINT_AREAS, MASKED_CONTENTS
 from app.ui.generate_tab import (
     GenerateTab,
+    QuickSettings,
     output_controls,
     owner_of,
     request_fields,
@@ -37,7 +38,7 @@ def _as_image(value: Any) -> Image.Image:
     return value if isinstance(value, Image.Image) else Image.fromarray(np.asarray(value))
 
 
-def build_inpaint_tab(engine: Engine) -> GenerateTab:
+def build_inpaint_tab(engine: Engine, quick: QuickSettings) -> GenerateTab:
     with gr.Row():
         with gr.Column(scale=1):
             editor = gr.ImageEditor(
@@ -54,19 +55,20 @@ def build_inpaint_tab(engine: Engine) -> GenerateTab:
                 masked_content = gr.Radio(list(MASKED_CONTENTS), value="original", label="Masked content")
                 area = gr.Radio(list(INPAINT_AREAS), value=INPAINT_AREAS[0], label="Inpaint area")
             strength = gr.Slider(0.0, 1.0, value=0.75, step=0.01, label="Denoising strength")
-            settings, buttons = settings_controls(engine, "inpaint")
+            settings, buttons = settings_controls(engine, "inpaint", quick)
         with gr.Column(scale=1):
             outputs = output_controls("inpaint")
 
     def inpaint(model: str, vae: str, prompt: str, negative_prompt: str, sampler: str, schedule_type: str, steps: float,
                 cfg_scale: float, width: float, height: float, seed: float, batch_count: float, batch_size: float,
-                image: dict[str, Any] | None, mask: Image.Image | None, mask_blur: float, masked_padding: float,
-                masked_content: str, inpaint_area: str, denoising_strength: float, request: gr.Request):
+                clip_skip: float, emphasis: str, image: dict[str, Any] | None, mask: Image.Image | None,
+                mask_blur: float, masked_padding: float, masked_content: str, inpaint_area: str,
+                denoising_strength: float, request: gr.Request):
         picture, painted = mask_from_editor(image)
         if mask is not None and picture is not None:
             painted = mask.convert("L").resize(picture.size)
         fields = request_fields(model, vae, prompt, negative_prompt, sampler, schedule_type, steps, cfg_scale, width,
-                                height, seed, batch_count, batch_size)
+                                height, seed, batch_count, batch_size, clip_skip, emphasis)
         job = InpaintRequest(**fields, init_image=picture, mask=painted, mask_blur=int(mask_blur),
                              masked_padding=int(masked_padding), masked_content=masked_content,
                              inpaint_area=inpaint_area, denoising_strength=float(denoising_strength))

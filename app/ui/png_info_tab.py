@@ -21,13 +21,14 @@ def read_png_info(image: Image.Image | None) -> tuple[str, dict]:
 
 
 def fields_from_infotext(text: str) -> list:
-    """Values for the generate tabs' SettingsControls, in their order, from a parameters text."""
+    """Values for the generate tabs' SettingsControls, in their order, from a parameters text (the prompts
+    as written, byte for byte; clip skip and emphasis last, as the quick settings)."""
     if not text or "\n" not in text and ":" not in text:
         raise gr.Error("Drop a PNG with generation parameters first.")
     request = request_from_infotext(text)
-    return [request.model, request.vae or AUTOMATIC_VAE, request.prompt, request.negative_prompt, request.sampler, request.schedule_type,
-            request.steps, request.cfg_scale, request.width, request.height, request.seed,
-            request.batch_count, request.batch_size]
+    return [request.model, request.vae or AUTOMATIC_VAE, request.prompt, request.negative_prompt, request.sampler,
+            request.schedule_type, request.steps, request.cfg_scale, request.width, request.height, request.seed,
+            request.batch_count, request.batch_size, request.clip_skip, request.emphasis]
 
 
 def build_png_info_tab() -> tuple[gr.Textbox, gr.Button, gr.Button]:

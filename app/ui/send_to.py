@@ -8,18 +8,24 @@ import gradio as gr
 from PIL import Image
 
 from app.engine import Engine
+from app.engine.prompt_parser import EMPHASIS_MODES
 from app.ui.generate_tab import AUTOMATIC_VAE, GenerateTab, model_choices, selected_infotext
 from app.ui.png_info_tab import fields_from_infotext
 
 
 def settings_values(engine: Engine, infotext: str) -> list[Any]:
-    """SettingsControls values from an infotext; a model or VAE this machine lacks keeps the current pick."""
+    """SettingsControls values from an infotext; a model or VAE this machine lacks, or a clip skip or
+    emphasis the quick settings do not offer, keeps the current pick."""
     values = fields_from_infotext(infotext)
     checkpoints, vaes = model_choices(engine)
     if values[0] not in checkpoints:
         values[0] = gr.update()
     if values[1] not in vaes:
         values[1] = gr.update() if values[1] != AUTOMATIC_VAE else AUTOMATIC_VAE
+    if not (isinstance(values[-2], int) and 1 <= values[-2] <= 12):
+        values[-2] = gr.update()
+    if values[-1] not in EMPHASIS_MODES:
+        values[-1] = gr.update()
     return values
 
 

@@ -1,0 +1,101 @@
+"""Prompt encoding: an A1111 prompt of about 300 tokens with emphasis and two edits, encoded by the
+engine's PromptEncoder cold and from its cache, against diffusers' own ``encode_prompt`` of a
+75-token prompt, on SD 1.5's text encoder (CLIP ViT-L/14 with random weights: speed depends on the
+architecture, not the weights) and SD's real tokenizer.
+
+    .venv/bin/python bench/prompt_encode.py [--runs 7] [--steps 20] [--device cpu]
+
+Prints its figures, then one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+from transformers import CLIPTextConfig, CLIPTextModel
+
+from app.engine.checkpoints import CONFIGS_DIR
+from app.engine.conditioning import PromptEncoder, prompt_token_count
+from app.engine.tiny import build_tiny_pipeline
+from app.engine.tokenizers import clip_tokenizer
+
+PHRASES = ("masterpiece, best quality, (detailed fur:1.2), a [red:blue:0.5] fox in a snowy forest, "
+           "[sunlit::8] pine trees, soft light, ((sharp focus)), [film grain], bokeh, ")
+NEGATIVE = "lowres, blurry, (worst quality:1.4), bad anatomy"
+PLAIN = "a red fox in a snowy forest, pine trees, soft light, sharp focus, film grain, bokeh, masterpiece"
+
+
+def sd15_text_pipeline(device: str):
+    """A diffusers SD pipeline whose text encoder and tokenizer are SD 1.5's (the UNet and VAE,
+    which encoding never touches, are tiny)."""
+    pipe = build_tiny_pipeline("sd1")
+    torch.manual_seed(0)
+    pipe.text_encoder = CLIPTextModel(CLIPTextConfig.from_pretrained(CONFIGS_DIR / "sd1" / "text_encoder"))
+    pipe.tokenizer = clip_tokenizer()
+    return pipe.to(device)
+
+
+def long_prompt(tokenizer, target: int = 300) -> str:
+    """PHRASES repeated with numbered subjects until the prompt has about ``target`` tokens (the
+    edits are the first repeat's: two distinct switch steps)."""
+    prompt, index = PHRASES, 0
+    while prompt_token_count(tokenizer, prompt, 20)[0] < target:
+        index += 1
+        prompt += f"subject {index}, detailed background, (cinematic:1.1), "
+    return prompt
+
+
+def timed(run, runs: int) -> float:
+    seconds = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        run()
+        seconds.append(time.perf_counter() - start)
+    return statistics.median(seconds)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    torch.set_grad_enabled(False)
+    pipe = sd15_text_pipeline(args.device)
+    encoder = PromptEncoder(pipe, "sd1")
+    prompt = long_prompt(pipe.tokenizer)
+    tokens, target = prompt_token_count(pipe.tokenizer, prompt, args.steps)
+    plain_tokens = prompt_token_count(pipe.tokenizer, PLAIN, args.steps)[0]
+
+    def cold() -> None:
+        encoder._cache.clear()
+        encoder.encode(prompt, NEGATIVE, args.steps)
+
+    def diffusers_plain() -> None:
+        pipe.encode_prompt(PLAIN, args.device, 1, True, NEGATIVE)
+
+    timed(cold, 1)  # warm-up: first calls allocate
+    timed(diffusers_plain, 1)
+    cold_s = timed(cold, args.runs)
+    cached_s = timed(lambda: encoder.encode(prompt, NEGATIVE, args.steps), args.runs)
+    plain_s = timed(diffusers_plain, args.runs)
+    conditioning = encoder.encode(prompt, NEGATIVE, args.steps)
+    print(f"prompt: {tokens}/{target} tokens, {len(conditioning.positive)} schedule entries, "
+          f"conditioning {tuple(conditioning.at(1)[0].embeds.shape)}")
+    print(f"engine cold {cold_s * 1000:.1f} ms, cached {cached_s * 1000:.3f} ms; "
+          f"diffusers encode_prompt of {plain_tokens} tokens {plain_s * 1000:.1f} ms")
+    print(json.dumps({
+        "device": args.device, "torch": torch.__version__, "tokens": tokens, "chunks": target // 75,
+        "schedule_entries": len(conditioning.positive), "runs": args.runs,
+        "cold_ms": round(cold_s * 1000, 2), "cached_ms": round(cached_s * 1000, 4),
+        "diffusers_75_token_ms": round(plain_s * 1000, 2), "cold_over_diffusers": round(cold_s / plain_s, 3),
+        "cached_over_diffusers": round(cached_s / plain_s, 5),
+    }))
+
+
+if __name__ == "__main__":
+    main()
