@@ -61,9 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
 def engine_config_from_args(args: argparse.Namespace):
     """Turn parsed flags into an EngineConfig; without --model, the bundled demo model."""
     from app.engine.config import EngineConfig
-    from app.engine.registry import CHECKPOINT_DIR, LORA_DIR, VAE_DIR
+    from app.engine.registry import CHECKPOINT_DIR, EMBEDDINGS_DIR, LORA_DIR, VAE_DIR
 
-    for folder in (CHECKPOINT_DIR, LORA_DIR, VAE_DIR):  # A1111's layout, ready for the user's files
+    for folder in (CHECKPOINT_DIR, LORA_DIR, VAE_DIR, EMBEDDINGS_DIR):  # A1111's layout, ready for the user's files
         (args.models_dir / folder).mkdir(parents=True, exist_ok=True)
     extra: tuple[Path, ...] = ()
     model = args.model

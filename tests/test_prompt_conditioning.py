@@ -179,6 +179,11 @@ def test_embeddings_are_listed_with_what_fits_and_why_not(embedding_models: Path
     allowed = make_engine(embedding_models, tmp_path, allow_pickle=True)
     try:
         assert {s.name: s for s in allowed.embeddings("tiny-sd1")[0]}["ptstyle"].vectors == 3
+        loaded = allowed.manager.get("tiny-sd1")
+        _, embeddings = allowed.embeddings("tiny-sd1")
+        seen = captured_token_embeddings(
+            loaded.txt2img, lambda: loaded.prompt_encoder.encode("ptstyle, cat", "", 10, embeddings=embeddings))
+        assert torch.equal(seen[0][0, 1:4], embeddings.vectors["ptstyle"][0])  # the A1111 .pt's three vectors
     finally:
         allowed.shutdown()
 
@@ -331,3 +336,28 @@ def test_trainer_samples_read_the_prompt_language(models_dir: Path, tmp_path: Pa
     edited = sample("[a red circle:a blue square:0]")
     assert np.array_equal(edited, sample("a blue square"))  # the edit is read, not drawn as brackets
     assert not np.array_equal(edited, sample("[a red circle:a blue square:0]".replace(":0]", ":99]")))
+
+
+def test_lora_tags_inside_brackets_are_taken_out_before_parsing() -> None:
+    from app.engine.prompts import split_lora_tags
+    from app.engine.requests import LoraSpec
+
+    text, loras = split_lora_tags("[a <lora:x:0.5>|b] (red <lora:y>:1.2) circle")
+    assert text == "[a |b] (red :1.2) circle"
+    assert loras == (LoraSpec("x", 0.5), LoraSpec("y", 1.0))
+
+
+def test_saved_parameters_keep_an_a1111_prompt_byte_for_byte(engine: Engine, outputs_dir: Path) -> None:
+    from app.engine.infotext import parse_infotext, request_from_infotext
+    from app.engine.outputs import read_parameters
+
+    prompt = "masterpiece, (detailed fur:1.2), [dog:cat:0.5] BREAK \\(literal\\), [fe|]male, ((sky)))"
+    negative = "lowres, (worst quality:1.4), [blurry]"
+    result = engine.generate(Txt2ImgRequest(prompt=prompt, negative_prompt=negative, emphasis="No norm", seed=3,
+                                            width=64, height=64, steps=4))
+    saved = read_parameters(result.paths[0])
+    assert saved == result.infotexts[0]
+    fields = parse_infotext(saved)
+    assert fields["Prompt"] == prompt and fields["Negative prompt"] == negative and fields["Emphasis"] == "No norm"
+    again = request_from_infotext(saved)
+    assert (again.prompt, again.negative_prompt, again.emphasis) == (prompt, negative, "No norm")
