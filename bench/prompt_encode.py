@@ -26,7 +26,7 @@ from app.engine.tokenizers import clip_tokenizer
 PHRASES = ("masterpiece, best quality, (detailed fur:1.2), a [red:blue:0.5] fox in a snowy forest, "
            "[sunlit::8] pine trees, soft light, ((sharp focus)), [film grain], bokeh, ")
 NEGATIVE = "lowres, blurry, (worst quality:1.4), bad anatomy"
-PLAIN = "a red fox in a snowy forest, pine trees, soft light, sharp focus, film grain, bokeh, masterpiece"
+PLAIN_WORDS = "a red fox in a snowy forest, pine trees, soft light, sharp focus, film grain, bokeh, masterpiece, "
 
 
 def sd15_text_pipeline(device: str):
@@ -49,13 +49,24 @@ def long_prompt(tokenizer, target: int = 300) -> str:
     return prompt
 
 
-def timed(run, runs: int) -> float:
-    seconds = []
+def plain_prompt(tokenizer) -> str:
+    """About 75 tokens of plain text (one full chunk, what diffusers encodes at most)."""
+    words = (PLAIN_WORDS * 4).split(" ")
+    while prompt_token_count(tokenizer, " ".join(words), 20)[0] > 75:
+        words.pop()
+    return " ".join(words)
+
+
+def interleaved(runs: int, **work) -> dict[str, float]:
+    """Median seconds of each piece of ``work``, run in turn ``runs`` times (so that the machine's
+    noise falls on all of them alike)."""
+    seconds: dict[str, list[float]] = {name: [] for name in work}
     for _ in range(runs):
-        start = time.perf_counter()
-        run()
-        seconds.append(time.perf_counter() - start)
-    return statistics.median(seconds)
+        for name, run in work.items():
+            start = time.perf_counter()
+            run()
+            seconds[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in seconds.items()}
 
 
 def main() -> None:
@@ -68,21 +79,23 @@ def main() -> None:
     pipe = sd15_text_pipeline(args.device)
     encoder = PromptEncoder(pipe, "sd1")
     prompt = long_prompt(pipe.tokenizer)
+    plain = plain_prompt(pipe.tokenizer)
     tokens, target = prompt_token_count(pipe.tokenizer, prompt, args.steps)
-    plain_tokens = prompt_token_count(pipe.tokenizer, PLAIN, args.steps)[0]
+    plain_tokens = prompt_token_count(pipe.tokenizer, plain, args.steps)[0]
 
     def cold() -> None:
         encoder._cache.clear()
         encoder.encode(prompt, NEGATIVE, args.steps)
 
-    def diffusers_plain() -> None:
-        pipe.encode_prompt(PLAIN, args.device, 1, True, NEGATIVE)
+    def cached() -> None:
+        encoder.encode(prompt, NEGATIVE, args.steps)
 
-    timed(cold, 1)  # warm-up: first calls allocate
-    timed(diffusers_plain, 1)
-    cold_s = timed(cold, args.runs)
-    cached_s = timed(lambda: encoder.encode(prompt, NEGATIVE, args.steps), args.runs)
-    plain_s = timed(diffusers_plain, args.runs)
+    def diffusers_plain() -> None:
+        pipe.encode_prompt(plain, args.device, 1, True, NEGATIVE)
+
+    interleaved(1, cold=cold, diffusers=diffusers_plain)  # warm-up: first calls allocate
+    medians = interleaved(args.runs, cold=cold, cached=cached, diffusers=diffusers_plain)
+    cold_s, cached_s, plain_s = medians["cold"], medians["cached"], medians["diffusers"]
     conditioning = encoder.encode(prompt, NEGATIVE, args.steps)
     print(f"prompt: {tokens}/{target} tokens, {len(conditioning.positive)} schedule entries, "
           f"conditioning {tuple(conditioning.at(1)[0].embeds.shape)}")
