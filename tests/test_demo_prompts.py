@@ -1,9 +1,11 @@
 """The prompt language on the bundled demo model, read back by its checker.
 
-Measured on this model (Euler a, 20 steps, CFG 5, seeds 1-6; shared/reference/offline-facts.md): in
-``[a red circle:a blue circle:W] on a white background`` a switch at step 2, 6 or 10 gave blue
-circles at every seed, 14 mostly blue, 16 a mix of green and red, 18 red at every seed. The model
-settles colour late, so the test switches on both sides of that point: step 6 and step 18.
+Measured on this model (Euler a, 20 steps, CFG 5, seeds 1-6; shared/reference/offline-facts.md):
+with "a red circle ..." for the first k model calls and "a blue circle ..." after, k up to 10 gave
+blue circles at every seed, 14 mostly blue, 16 a mix of green and red, 18 red at every seed. The
+model settles colour late, so the test switches on both sides of that point. ``[from:to:W]`` draws
+``from`` for W + 1 calls (A1111 counts calls from 0): W = 6 gives 7 red calls (blue result), W = 18
+(written 0.9) gives 19 (red result).
 """
 
 from __future__ import annotations

@@ -115,8 +115,7 @@ def test_sdxl_uses_both_encoders_pooled_from_the_first_chunk(sdxl) -> None:
     assert torch.equal(long.embeds[:, :77], first_chunk_only.embeds)
     skipped = encoder.encode("a red circle", "", 10, EncodeSettings(clip_skip=2)).at(1)[0]
     plain = encoder.encode("a red circle", "", 10).at(1)[0]
-    assert not torch.equal(skipped.embeds[..., :32], plain.embeds[..., :32])  # both encoders skip a layer
-    assert not torch.equal(skipped.embeds[..., 32:], plain.embeds[..., 32:])
+    assert torch.equal(skipped.embeds, plain.embeds)  # A1111 reads clip skip on SD 1.x only
     negative = encoder.encode("a red circle", "", 10).at(1)[1]
     assert not negative.embeds.any() and not negative.pooled.any()  # empty negative on SDXL: zeros
 
@@ -131,9 +130,20 @@ def test_garbage_and_very_long_prompts(sd1) -> None:
     assert tokens % 77 == 0 and tokens // 77 >= 2500 // 75  # about 2,500 tokens, every one encoded
 
 
-def test_clip_skip_past_the_encoder_is_a_clear_error(sd1) -> None:
+def test_clip_skip_takes_an_earlier_layer_on_sd1_only(sd1) -> None:
+    encoder = PromptEncoder(sd1, "sd1")
+    skipped = encoder.encode("a red circle", "", 10, EncodeSettings(clip_skip=2)).at(1)[0].embeds
+    ids = sd1.tokenizer("a red circle", padding="max_length", max_length=77, return_tensors="pt").input_ids
+    with torch.no_grad():
+        hidden = sd1.text_encoder(ids, output_hidden_states=True).hidden_states[-2]
+        expected = sd1.text_encoder.final_layer_norm(hidden)
+    assert torch.equal(skipped, expected)
     with pytest.raises(ValueError, match="Clip skip 5"):
-        PromptEncoder(sd1, "sd1").encode("x", "", 10, EncodeSettings(clip_skip=5))
+        encoder.encode("x", "", 10, EncodeSettings(clip_skip=5))
+    sd2 = build_tiny_pipeline("sd2")
+    sd2_encoder = PromptEncoder(sd2, "sd2")
+    assert torch.equal(sd2_encoder.encode("x", "", 10, EncodeSettings(clip_skip=5)).at(1)[0].embeds,
+                       sd2_encoder.encode("x", "", 10).at(1)[0].embeds)
 
 
 # ----- textual inversions ----------------------------------------------------------------------
@@ -283,8 +293,47 @@ def test_alternation_and_batches_keep_each_image_right(engine: Engine) -> None:
     alternating = engine.generate(Txt2ImgRequest(prompt="[a red circle|a blue square]", seed=4, batch_size=2, **SMALL))
     single = engine.generate(Txt2ImgRequest(prompt="[a red circle|a blue square]", seed=5, **SMALL))
     plain = engine.generate(Txt2ImgRequest(prompt="a red circle", seed=5, **SMALL))
+    same_twice = engine.generate(Txt2ImgRequest(prompt="[a red circle|a red circle]", seed=5, **SMALL))
     assert np.abs(pixels(alternating.images[1]) - pixels(single.images[0])).max() <= 2  # image 2 of the batch
+    assert np.array_equal(pixels(same_twice.images[0]), pixels(plain.images[0]))  # the brackets are read
     assert not np.array_equal(pixels(single.images[0]), pixels(plain.images[0]))
+
+
+def test_switch_counts_model_calls_as_a1111(engine: Engine) -> None:
+    """A1111 counts model calls from 0 and takes the first entry that has not ended: [a:b:2] draws a
+    for three calls. Heun makes two calls a step, so its schedule spans twice the steps; img2img at
+    strength 0.5 and CFG 1 (no negative half) use the same counts."""
+    from app.engine.conditioning import ConditioningSwitcher
+
+    loaded = engine.manager.get("tiny-sd1")
+    conditioning = loaded.prompt_encoder.encode("[a red circle:a blue square:2]", "", 6)
+    first, later = conditioning.positive[0][1], conditioning.positive[1][1]
+    switcher = ConditioningSwitcher(conditioning, batch_size=1)
+    stacked = torch.cat([conditioning.negative[0][1].embeds, first.embeds])
+    used = []
+    for index in range(5):  # the callback after call `index` prepares call index + 1
+        out = switcher(None, index, None, {"prompt_embeds": stacked})
+        stacked = out["prompt_embeds"]
+        used.append("a" if torch.equal(stacked[1:], first.embeds) else "b")
+    assert used == ["a", "a", "b", "b", "b"]  # calls 1..5; call 0 was "a" from the start
+    seen_steps = []
+    real_encode = loaded.prompt_encoder.encode
+
+    def spy(prompt, negative, steps, *args, **kwargs):
+        seen_steps.append(steps)
+        return real_encode(prompt, negative, steps, *args, **kwargs)
+
+    loaded.prompt_encoder.encode = spy
+    try:
+        for sampler in ("Heun", "Euler", "Heun"):
+            engine.generate(Txt2ImgRequest(prompt="[a red circle:a blue square:0.5]", sampler=sampler, seed=1, **SMALL))
+        picture = Image.new("RGB", (64, 64), (10, 200, 30))
+        result = engine.generate(Img2ImgRequest(prompt="[a red circle:a blue square:0.5]", seed=1, init_image=picture,
+                                                denoising_strength=0.5, cfg_scale=1.0, **SMALL))
+    finally:
+        del loaded.prompt_encoder.encode
+    assert seen_steps == [12, 6, 12, 6]
+    assert result.images[0].size == (64, 64)
 
 
 def test_conditioning_is_cached_across_batches_and_repeats(engine: Engine) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from app.engine.prompt_chunks import Chunk, ChunkedPrompt, EmbeddingWords, chunk_prompt, token_target
+from app.engine.prompt_chunks import CHUNK_TOKENS, NO_WORDS, Chunk, ChunkedPrompt, EmbeddingWords, chunk_prompt, token_target
 from app.engine.prompt_parser import EMPHASIS_MODES, parse_emphasis, prompt_schedule
 
 DEFAULT_EMPHASIS = EMPHASIS_MODES[0]
@@ -57,7 +57,8 @@ class StepConditioning:
         return len(self.positive) > 1 or len(self.negative) > 1
 
     def at(self, step: int) -> tuple[Conditioning, Conditioning]:
-        """(positive, negative) for 1-based ``step`` (the last entries past the end)."""
+        """(positive, negative) of the first entries whose last step is >= ``step`` (the last entries
+        past the end)."""
         return _entry_at(self.positive, step), _entry_at(self.negative, step)
 
     def pipeline_kwargs(self) -> dict[str, torch.Tensor]:
@@ -94,7 +95,10 @@ class ConditioningSwitcher:
         return ["prompt_embeds", "add_text_embeds"] if pooled else ["prompt_embeds"]
 
     def __call__(self, pipe: Any, step_index: int, timestep: Any, callback_kwargs: dict) -> dict:
-        wanted = self.conditioning.at(step_index + 2)  # the loop's next step, 1-based
+        # A1111 counts model calls from 0 and uses the first entry whose last step is >= that count:
+        # the first entry serves calls 0 and 1, so [a:b:3] draws a for four calls. The next call's
+        # count is step_index + 1.
+        wanted = self.conditioning.at(step_index + 1)
         if wanted[0] is self._current[0] and wanted[1] is self._current[1]:
             return callback_kwargs
         self._current = wanted
@@ -116,7 +120,7 @@ class ConditioningSwitcher:
 class EncodeSettings:
     """What besides the text changes the encoding."""
 
-    clip_skip: int = 1  # A1111 numbering: 1 = last layer
+    clip_skip: int = 1  # A1111 numbering: 1 = last layer; SD 1.x only, as in A1111
     emphasis: str = DEFAULT_EMPHASIS
     lora_state: tuple = ()  # the fused LoRAs that touch the text encoder(s)
 
@@ -236,25 +240,25 @@ class PromptEncoder:
         """One encoder over one chunk of each row: (z (rows, 77, dim) with emphasis applied, pooled or None)."""
         encoder = self.encoders[slot]
         device = encoder.device
-        layers = int(encoder.config.num_hidden_layers)
-        if settings.clip_skip > layers - (self.family == "sdxl"):
-            raise ValueError(f"Clip skip {settings.clip_skip} is more than this model's text encoder allows "
-                             f"({layers - (self.family == 'sdxl')}).")
+        clip_skip = settings.clip_skip if self.family == "sd1" else 1  # A1111 skips layers on SD 1.x only
+        if clip_skip > int(encoder.config.num_hidden_layers):
+            raise ValueError(f"Clip skip {clip_skip} is more than this model's text encoder has layers "
+                             f"({encoder.config.num_hidden_layers}).")
         ids = torch.tensor([self._chunk_ids(row, self.pad_ids[slot]) for row in rows], device=device)
         fixes = [[(offset + 1, embeddings.vectors[name][slot]) for offset, name in row.embeddings] for row in rows]
         sdxl = self.family == "sdxl"
         with _embedding_vectors(encoder, fixes):
-            if not sdxl and settings.clip_skip == 1:  # the call diffusers makes: same tensors bit for bit
+            if not sdxl and clip_skip == 1:  # the call diffusers makes: same tensors bit for bit
                 output = encoder(ids)
                 z = output[0]
             else:
                 output = encoder(ids, output_hidden_states=True)
-                if sdxl:  # penultimate layer, no final norm; clip skip counts on from there
-                    z = output.hidden_states[-(settings.clip_skip + 1)]
+                if sdxl:  # both encoders: the penultimate layer, without the final norm
+                    z = output.hidden_states[-2]
                 else:
-                    z = _final_layer_norm(encoder)(output.hidden_states[-settings.clip_skip])
+                    z = _final_layer_norm(encoder)(output.hidden_states[-clip_skip])
         pooled = output.text_embeds if sdxl and slot == 1 else None
-        weights = torch.tensor([row.weights + [1.0] * (77 - 1 - len(row.weights)) for row in rows])
+        weights = torch.tensor([row.weights + [1.0] * (CHUNK_TOKENS + 1 - len(row.weights)) for row in rows])
         weights = torch.nn.functional.pad(weights, (1, 0), value=1.0)
         return apply_emphasis(z, weights, settings.emphasis, torch.tensor(uses, dtype=torch.float32)), pooled
 
@@ -262,7 +266,7 @@ class PromptEncoder:
         """start + tokens + end, then padding: the end token up to 77 where pad is end-of-text (SD 1.x),
         else the pad id after the first end token (SD 2.x, SDXL's second encoder)."""
         start, end = self.tokenizer.bos_token_id, self.tokenizer.eos_token_id
-        return [start, *chunk.tokens, end] + [pad_id] * (75 - len(chunk.tokens))
+        return [start, *chunk.tokens, end] + [pad_id] * (CHUNK_TOKENS - len(chunk.tokens))
 
 
 def chunk_text(tokenizer: Any, text: str, emphasis: str, words: EmbeddingWords, comma_id: int | None) -> ChunkedPrompt:
@@ -283,7 +287,7 @@ def prompt_token_count(tokenizer: Any, prompt: str, steps: int, emphasis: str = 
     if comma_id is None:
         comma_id = tokenizer.get_vocab().get(",</w>")
     texts = {text for _, text in prompt_schedule(prompt, max(1, steps))}
-    count = max(chunk_text(tokenizer, text, emphasis, words or EmbeddingWords({}, {}), comma_id).token_count
+    count = max(chunk_text(tokenizer, text, emphasis, words or NO_WORDS, comma_id).token_count
                 for text in texts)
     return count, token_target(count)
 

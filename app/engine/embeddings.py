@@ -28,7 +28,9 @@ from safetensors import safe_open
 EMBEDDING_SUFFIXES = (".safetensors", ".pt", ".bin")
 PICKLE_EMBEDDING_SUFFIXES = (".pt", ".bin")
 
-_KNOWN_FAMILIES = {(768,): "SD 1.x", (1024,): "SD 2.x", (768, 1280): "SDXL"}
+# The text encoders' widths of each Stable Diffusion family (SDXL: CLIP-L, then OpenCLIP bigG).
+FAMILY_WIDTHS = {"sd1": (768,), "sd2": (1024,), "sdxl": (768, 1280)}
+_KNOWN_FAMILIES = {FAMILY_WIDTHS["sd1"]: "SD 1.x", FAMILY_WIDTHS["sd2"]: "SD 2.x", FAMILY_WIDTHS["sdxl"]: "SDXL"}
 _SDXL_KEYS = ("clip_l", "clip_g")
 _MAX_SAFETENSORS_KEYS = 2  # no embedding form holds more tensors than clip_l + clip_g
 

@@ -162,13 +162,11 @@ class ModelManager:
         return None
 
     def tokenizer(self, name: str | None) -> CLIPTokenizer:
-        """The (first) tokenizer of a checkpoint, for counting prompt tokens without loading the model:
-        the loaded one, a diffusers folder's own, else SD's CLIP vocabulary (every SD family uses it)."""
+        """A copy of a checkpoint's (first) tokenizer, for counting prompt tokens from the UI's threads
+        without loading the model or sharing the worker's tokenizer: a diffusers folder's own, else SD's
+        CLIP vocabulary (every SD family uses it)."""
         entry = self.registry.find_checkpoint(name or self.config.default_model or "")
         with self._lock:
-            for key, loaded in self._models.items():
-                if key.name == entry.name:
-                    return loaded.txt2img.tokenizer
             cache_key = ("tokenizer", entry.name)
             if cache_key not in self._tokenizers:
                 folder = entry.path / "tokenizer" if entry.kind == "diffusers" and entry.path is not None else None

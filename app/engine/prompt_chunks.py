@@ -3,7 +3,9 @@
 Each piece is tokenized on its own (no start/end tokens). Tokens fill chunks of 75; when a chunk
 is full and a comma stands within its last 20 tokens, what follows the comma moves to the next
 chunk; ``BREAK`` closes the chunk. A textual-inversion word takes as many slots as its vectors
-(placeholder id 0, filled by the encoder) and never straddles two chunks.
+(placeholder id 0, filled by the encoder) and never straddles two chunks; when the comma backtrack
+moves tokens on, an embedding among them moves with them (A1111 leaves its vectors behind, in the
+old chunk's padding).
 """
 
 from __future__ import annotations
@@ -70,11 +72,11 @@ class EmbeddingWords:
         return None
 
 
-NO_EMBEDDINGS = EmbeddingWords({}, {})
+NO_WORDS = EmbeddingWords({}, {})
 
 
 def chunk_prompt(pieces: Sequence[tuple[str, float]], piece_tokens: Sequence[Sequence[int]],
-                 comma_id: int | None, words: EmbeddingWords = NO_EMBEDDINGS) -> ChunkedPrompt:
+                 comma_id: int | None, words: EmbeddingWords = NO_WORDS) -> ChunkedPrompt:
     """Cut tokenized pieces (``piece_tokens[i]`` are the ids of ``pieces[i]``) into chunks."""
     chunks: list[Chunk] = []
     current = Chunk()

@@ -18,7 +18,8 @@ from app.engine.conditioning import (
     PromptEncoder,
     StepConditioning,
 )
-from app.engine.lora_runtime import ActiveLora
+from app.engine.lora_runtime import ActiveLora, file_key
+from app.engine.prompt_parser import prompt_schedule
 from app.engine.prompts import EmbeddingStatus, embedding_statuses
 from app.engine.registry import ModelRegistry
 
@@ -31,11 +32,12 @@ def encode_for_pipeline(encoder: PromptEncoder, pipe: Any, registry: ModelRegist
                         steps: int, *, loras: Sequence[ActiveLora] = (), clip_skip: int = 1,
                         emphasis: str = DEFAULT_EMPHASIS, allow_pickle: bool = False) -> StepConditioning:
     """Encode ``prompt`` (LoRA tags already removed) and ``negative_prompt`` for ``pipe`` with the
-    LoRAs already fused. The schedule counts model calls, as A1111 does: twice the steps for a
-    second-order sampler. Embeddings that do not fit the model are skipped, with a log line when used."""
+    LoRAs already fused and the job's sampler set. The schedule counts model calls, as A1111 does:
+    twice the steps for a second-order sampler. Embeddings that do not fit the model are skipped,
+    with a log line when used."""
     statuses, embeddings = embedding_statuses(registry, encoder.widths, allow_pickle)
     _warn_skipped(statuses, prompt, negative_prompt)
-    lora_state = tuple((str(lora.path), lora.weight) for lora in loras if lora.info.has_text_encoder)
+    lora_state = tuple((file_key(lora.path), lora.weight) for lora in loras if lora.info.has_text_encoder)
     schedule_steps = steps * int(getattr(pipe.scheduler, "order", 1) or 1)
     return encoder.encode(prompt, negative_prompt, schedule_steps, EncodeSettings(clip_skip, emphasis, lora_state),
                           embeddings)
@@ -62,14 +64,15 @@ def conditioned_call(conditioning: StepConditioning, batch_size: int,
                      "callback_on_step_end_tensor_inputs": ["latents", *switcher.tensor_inputs]}
 
 
-def prompt_infotext(prompt: str, negative_prompt: str, emphasis: str, conditioning: StepConditioning) -> dict[str, object]:
+def prompt_infotext(prompt: str, negative_prompt: str, steps: int, emphasis: str,
+                    conditioning: StepConditioning) -> dict[str, object]:
     """A1111's prompt parameters: "TI hashes" of the embeddings used, and "Emphasis" when it is not
-    Original and the prompts hold brackets."""
+    Original and a text the model reads (after prompt editing) holds brackets."""
     extra: dict[str, object] = {}
     if conditioning.embeddings_used:
         extra["TI hashes"] = ", ".join(f"{name.replace(':', '').replace(',', '')}: {short}"
                                        for name, short in conditioning.embeddings_used.items())
-    texts = prompt + negative_prompt
+    texts = "".join(text for source in (prompt, negative_prompt) for _, text in prompt_schedule(source, steps))
     if emphasis != DEFAULT_EMPHASIS and ("(" in texts or "[" in texts):
         extra["Emphasis"] = emphasis
     return extra

@@ -94,11 +94,6 @@ def parse_emphasis(prompt: str) -> list[Piece]:
     return [(text, weight) for text, weight in merged]
 
 
-def strip_emphasis(prompt: str) -> str:
-    """The prompt's text with the emphasis brackets parsed away (BREAK kept as a word)."""
-    return "".join(text for text, _ in parse_emphasis(prompt))
-
-
 def _as_float(text: str | None) -> float | None:
     if text is None:
         return None
@@ -126,7 +121,7 @@ class _Alternate:
 _Node = Union[str, _Scheduled, _Alternate]
 _Sequence = tuple[_Node, ...]
 
-_PLAIN = re.compile(r"(?:[^\\\[\]():|]|\\.)+", re.DOTALL)
+_PLAIN = re.compile(r"(?:[^\\\[\]():|]|\\.)+")  # "\\." is no escape before a newline, as in A1111
 _NUMBER_TAIL = re.compile(r"\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)\s*\]")
 _LITERAL_AT_TOP = "[]():"
 
@@ -255,10 +250,3 @@ def prompt_schedule(prompt: str, steps: int) -> list[tuple[int, str]]:
     _change_steps(items, steps, found)
     return [(step, _text_at(items, step, steps)) for step in sorted(found)]
 
-
-def text_for_step(schedule: list[tuple[int, str]], step: int) -> str:
-    """The text of ``schedule`` at 1-based ``step`` (the last entry past the end)."""
-    for last_step, text in schedule:
-        if step <= last_step:
-            return text
-    return schedule[-1][1]

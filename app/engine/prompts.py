@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.engine.conditioning import PromptEmbeddings
-from app.engine.embeddings import EmbeddingMismatch
+from app.engine.embeddings import FAMILY_WIDTHS, EmbeddingMismatch
 from app.engine.prompt_chunks import CHUNK_TOKENS
 from app.engine.registry import ModelEntry, ModelRegistry
 from app.engine.requests import GenerationRequest, LoraSpec
@@ -69,9 +69,6 @@ def requested_loras(request: GenerationRequest) -> tuple[str, tuple[LoraSpec, ..
 
 
 # ----- textual inversions for a model ------------------------------------------------------------
-
-FAMILY_WIDTHS = {"sd1": (768,), "sd2": (1024,), "sdxl": (768, 1280)}
-
 
 @dataclass(frozen=True)
 class EmbeddingStatus:

@@ -105,12 +105,6 @@ def run_generation(ctx: JobContext, request: GenerationRequest, manager: ModelMa
     assert loaded.adapters is not None
     loaded.adapters.activate(loras)  # exactly this job's LoRAs, or the exact base model
     ctx.check_cancelled()
-    assert loaded.prompt_encoder is not None
-    conditioning = encode_for_pipeline(loaded.prompt_encoder, loaded.txt2img, manager.registry, prompt,
-                                       request.negative_prompt, request.steps, loras=loras,
-                                       clip_skip=request.clip_skip, emphasis=request.emphasis,
-                                       allow_pickle=manager.config.allow_pickle)
-    ctx.check_cancelled()
 
     pipeline_task = request.task
     if loaded.is_inpainting_model:
@@ -118,6 +112,11 @@ def run_generation(ctx: JobContext, request: GenerationRequest, manager: ModelMa
     pipe = loaded.pipeline(pipeline_task, vae, request.vae)
     pipe.scheduler = make_scheduler(loaded.scheduler_config, *resolve_sampler(request.sampler, request.schedule_type))
     previewer = previewer_for(loaded)
+    assert loaded.prompt_encoder is not None
+    conditioning = encode_for_pipeline(loaded.prompt_encoder, pipe, manager.registry, prompt, request.negative_prompt,
+                                       request.steps, loras=loras, clip_skip=request.clip_skip,
+                                       emphasis=request.emphasis, allow_pickle=manager.config.allow_pickle)
+    ctx.check_cancelled()
 
     seeds = job_seeds(request)
     inputs = prepare_inputs(request, loaded)
@@ -125,7 +124,7 @@ def run_generation(ctx: JobContext, request: GenerationRequest, manager: ModelMa
     result = JobResult(info={"model": model_display_name(loaded), "model_hash": loaded.model_hash})
     vae_hash = manager.registry.short_hash(vae_entry) if vae_entry else None
     lora_hashes = {lora.name: manager.registry.lora_hash(lora.path)[:12] for lora in loras}
-    extra = prompt_infotext(request.prompt, request.negative_prompt, request.emphasis, conditioning)
+    extra = prompt_infotext(request.prompt, request.negative_prompt, request.steps, request.emphasis, conditioning)
     for batch_index in range(request.batch_count):
         batch_seeds = seeds[batch_index * request.batch_size:(batch_index + 1) * request.batch_size]
         reporter = StepReporter(ctx, previewer, settings.preview_every, request, batch_index, clock)

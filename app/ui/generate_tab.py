@@ -67,7 +67,7 @@ def quick_settings() -> QuickSettings:
     """Build the quick-settings row (call inside build_ui, before the tabs)."""
     with gr.Row(elem_id="quicksettings", elem_classes="ls-quicksettings"):
         clip_skip = gr.Slider(1, 12, value=1, step=1, label="Clip skip", scale=1, min_width=240,
-                              info="1 = last CLIP layer, 2 = penultimate (anime models)",
+                              info="1 = last CLIP layer, 2 = penultimate (anime models); SD 1.x only, as in A1111",
                               elem_id="setting_clip_skip")
         emphasis = gr.Dropdown(list(EMPHASIS_MODES), value=EMPHASIS_MODES[0], label="Emphasis", scale=1,
                                min_width=240, info="how (word:1.2) weights are applied",
