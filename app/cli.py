@@ -52,6 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="LoRA files kept in memory, in MB, so switching back to one reads no disk (default 1024)")
     parser.add_argument("--max-loras", type=int, default=8,
                         help="LoRA adapters kept loaded on a model, least recently used removed first (default 8)")
+    parser.add_argument("--no-api", action="store_true",
+                        help="do not serve A1111's REST API (/sdapi/v1); it is on by default, on the UI's port")
+    parser.add_argument("--insecure-open-api", action="store_true",
+                        help="allow --listen with the API and no --auth: anyone on the network could then run "
+                             "jobs and read settings through the API without a password")
     parser.add_argument("--allow-pickle", action="store_true",
                         help="allow .ckpt/.pt checkpoints (pickle files can run code; they are loaded with "
                              "weights_only=True). Off by default: prefer .safetensors")
@@ -118,15 +123,31 @@ def main(argv: list[str] | None = None) -> None:
         options = serve_options_from_args(args)
     except ValueError as exc:  # CredentialsError included
         parser.error(str(exc))
+    if not args.no_api and options.listens_beyond_this_machine and not options.credentials \
+            and not args.insecure_open_api:
+        parser.error("--listen serves the REST API (/sdapi/v1) to your whole network, and without --auth anyone "
+                     "there could run jobs and change its options. Add --auth user:password (API clients then "
+                     "send it as HTTP Basic), or --no-api, or --insecure-open-api if that is really wanted.")
     from app.serving import use_cache_under, warn_if_open
 
     use_cache_under(args.outputs_dir)  # before Gradio builds anything
     from app.engine import Engine
-    from app.ui import launch_ui
+    from app.server import serve
 
     config = engine_config_from_args(args)
     engine = Engine(config)
     log.info("device %s, dtype %s, default model %s", config.resolved_device(), config.resolved_dtype(),
              config.default_model)
     warn_if_open(options)
-    launch_ui(engine, options)
+    serve(engine, options, None if args.no_api else api_context(engine, options, args))
+
+
+def api_context(engine, options, args: argparse.Namespace):
+    """The REST API's context: its options file under outputs/, the logins, the flags it reports."""
+    from app.api.context import ApiContext
+    from app.api.options import OPTIONS_FILE, OptionsStore, default_options
+
+    store = OptionsStore(args.outputs_dir / OPTIONS_FILE, default_options(engine.config.default_model))
+    flags = {key: (str(value) if isinstance(value, Path) else value) for key, value in vars(args).items()
+             if key not in ("auth", "auth_file")}
+    return ApiContext(engine, store, options.credentials, flags)

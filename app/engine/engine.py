@@ -94,6 +94,12 @@ class Engine:
     def cancel(self, job_id: str, owner: str = LOCAL_OWNER) -> bool:
         return self.worker.cancel(job_id, owner)
 
+    def current_job(self, owner: str) -> Job | None:
+        """The owner's running job, else its next queued one, else None (what a polling client follows)."""
+        jobs = self.worker.active_jobs(owner)
+        running = [job for job in jobs if job.latest is not None and job.latest.phase != "queued"]
+        return (running or jobs or [None])[0]
+
     def cancel_all_of(self, owner: str) -> int:
         """Cancel every queued or running job of ``owner`` (the UI's Interrupt); return how many."""
         return sum(self.worker.cancel(job.id, owner) for job in self.worker.active_jobs(owner))

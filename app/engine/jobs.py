@@ -69,6 +69,8 @@ class Job:
         self._cancel = threading.Event()
         self._finished = threading.Event()
         self.final_event: JobEvent | None = None
+        self.latest: JobEvent | None = None  # the newest event, for clients that poll (the REST API)
+        self.latest_preview: Image.Image | None = None  # the newest live preview
 
     # ----- for clients ---------------------------------------------------------------------
     @property
@@ -108,6 +110,9 @@ class Job:
         if phase not in PHASES:
             raise ValueError(f"unknown phase {phase!r}")
         event = JobEvent(self.id, phase, **data)
+        self.latest = event
+        if event.preview is not None:
+            self.latest_preview = event.preview
         if event.is_terminal:
             self.final_event = event
         self._events.put(event)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import gradio as gr
 
 from app.engine import Engine
-from app.serving import ServeOptions, launch_kwargs
 from app.ui.generate_tab import quick_settings
 from app.ui.img2img_tab import build_img2img_tab
 from app.ui.inpaint_tab import build_inpaint_tab
@@ -85,11 +84,3 @@ def _model_note(engine: Engine) -> str:
     except ValueError:
         return "No default model: pick one from models/Stable-diffusion."
     return f"Default model: **{entry.title}**"
-
-
-def launch_ui(engine: Engine, options: ServeOptions, **extra: object) -> None:
-    """Build and serve the UI. Call ``app.serving.use_cache_under`` first so uploads land in outputs/."""
-    blocks = build_ui(engine)
-    blocks.queue(default_concurrency_limit=None)
-    kwargs = launch_kwargs(options, engine.config.outputs_dir, engine.config.models_dir)
-    blocks.launch(css=CSS, head=HEAD, **kwargs, **extra)  # type: ignore[arg-type]

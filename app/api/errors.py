@@ -1,0 +1,40 @@
+"""Errors in A1111's shape: 4xx with ``{"error", "detail", "body", "errors"}`` and a readable detail.
+
+A bad request never reaches the worker as a 500: ValueError (the engine's "bad input") becomes 422,
+an unknown route keeps FastAPI's 404, schema errors keep FastAPI's 422 ``{"detail": [...]}``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """A refusal with a status and a message for the caller."""
+
+    def __init__(self, status_code: int, message: str) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.message = message
+
+
+def error_body(kind: str, message: str) -> dict:
+    return {"error": kind, "detail": message, "body": "", "errors": message}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        log.warning("API %s %s refused (%d): %s", request.method, request.url.path, exc.status_code, exc.message)
+        return JSONResponse(error_body(type(exc).__name__, exc.message), status_code=exc.status_code)
+
+    async def value_error(request: Request, exc: ValueError) -> JSONResponse:
+        log.warning("API %s %s refused: %s", request.method, request.url.path, exc)
+        return JSONResponse(error_body("ValueError", str(exc)), status_code=422)
+
+    app.add_exception_handler(ApiError, api_error)  # type: ignore[arg-type]
+    app.add_exception_handler(ValueError, value_error)  # type: ignore[arg-type]

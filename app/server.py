@@ -1,0 +1,54 @@
+"""One web server for the UI and the REST API: FastAPI with the Gradio UI mounted at /.
+
+The API's routes (``/sdapi/v1``, the OpenAPI page at ``/docs``) are added first, so they win over
+the UI's paths; the UI keeps its own login, upload limit and file rules (``app.serving``). With
+``--share`` the UI goes through Gradio's own launcher and tunnel, which cannot carry the API.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import gradio as gr
+import uvicorn
+from fastapi import FastAPI
+
+from app.api import add_api
+from app.api.context import ApiContext
+from app.engine import Engine
+from app.serving import ServeOptions, launch_kwargs
+from app.ui import CSS, HEAD, build_ui
+
+log = logging.getLogger(__name__)
+
+
+def build_app(engine: Engine, options: ServeOptions, api: ApiContext | None) -> FastAPI:
+    """The ASGI app: the API (when ``api`` is given) and the UI."""
+    app = FastAPI(title="LoRA Studio", description="A1111-compatible API (/sdapi/v1) and the web UI.",
+                  docs_url="/docs" if api else None, redoc_url=None, openapi_url="/openapi.json" if api else None)
+    if api is not None:
+        add_api(app, api)
+    blocks = build_ui(engine)
+    blocks.queue(default_concurrency_limit=None)
+    kwargs = launch_kwargs(options, engine.config.outputs_dir, engine.config.models_dir)
+    for launcher_only in ("server_name", "server_port", "share"):
+        kwargs.pop(launcher_only)
+    return gr.mount_gradio_app(app, blocks, path="/", css=CSS, head=HEAD, **kwargs)  # type: ignore[arg-type]
+
+
+def serve(engine: Engine, options: ServeOptions, api: ApiContext | None) -> None:
+    """Serve until interrupted."""
+    if options.share:
+        if api is not None:
+            log.warning("--share: the REST API is not served through Gradio's tunnel; only the UI is")
+        blocks = build_ui(engine)
+        blocks.queue(default_concurrency_limit=None)
+        blocks.launch(css=CSS, head=HEAD, **launch_kwargs(options, engine.config.outputs_dir,  # type: ignore[arg-type]
+                                                          engine.config.models_dir))
+        return
+    app = build_app(engine, options, api)
+    shown = "127.0.0.1" if options.host == "0.0.0.0" else options.host
+    log.info("LoRA Studio on http://%s:%d/%s", shown, options.port,
+             " (A1111 API: /sdapi/v1, its docs: /docs)" if api else "")
+    print(f"Running on local URL:  http://{shown}:{options.port}", flush=True)
+    uvicorn.run(app, host=options.host, port=options.port, log_level="warning", timeout_graceful_shutdown=5)
