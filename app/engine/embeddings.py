@@ -15,7 +15,6 @@ are allowed, and then read with ``torch.load(weights_only=True)`` (tensors and p
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,8 @@ from typing import Any
 
 import torch
 from safetensors import safe_open
+
+from app.engine.file_hash import sha256_file
 
 EMBEDDING_SUFFIXES = (".safetensors", ".pt", ".bin")
 PICKLE_EMBEDDING_SUFFIXES = (".pt", ".bin")
@@ -134,7 +135,7 @@ def read_embedding(path: Path, *, allow_pickle: bool = False) -> TextualInversio
         data = _load_safetensors(path, label)
     vectors, step, checkpoint_name = _interpret(data, label)
     try:
-        digest = _sha256(path)
+        digest = sha256_file(path)
     except OSError as exc:
         raise EmbeddingFormatError(f"{label} cannot be read: {exc}") from exc
     return TextualInversion(name=path.stem, path=path, vectors=MappingProxyType(vectors), sha256=digest,
@@ -250,11 +251,3 @@ def _too_many(label: str, keys: list[str]) -> str:
 
 def _bad_rank(label: str, where: str, shape: tuple[int, ...]) -> str:
     return f"{label}: {where} has shape {shape}; embedding vectors are (width,) or (vectors, width)"
-
-
-def _sha256(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()

@@ -9,7 +9,6 @@ that looks like a Hugging Face hub id (``owner/name``) and is not on disk is tre
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import threading
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Literal
 
 from app.engine.embeddings import EMBEDDING_SUFFIXES, EmbeddingFormatError, TextualInversion, read_embedding
+from app.engine.file_hash import sha256_file
 from app.engine.lora_files import LoraInfo, addnet_hash, inspect_lora
 
 CHECKPOINT_DIR = "Stable-diffusion"
@@ -198,14 +198,6 @@ class ModelRegistry:
 def is_hub_id(name: str) -> bool:
     """``owner/name`` that cannot be read as a path on this machine (no "..", nothing that exists)."""
     return bool(HUB_ID.match(name)) and ".." not in name.split("/") and not Path(name).exists()
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _entry_for(path: Path, name: str) -> ModelEntry:
