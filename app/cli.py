@@ -139,7 +139,18 @@ def main(argv: list[str] | None = None) -> None:
     log.info("device %s, dtype %s, default model %s", config.resolved_device(), config.resolved_dtype(),
              config.default_model)
     warn_if_open(options)
-    serve(engine, options, None if args.no_api else api_context(engine, options, args))
+    serve(engine, training_service(engine), options, None if args.no_api else api_context(engine, options, args))
+
+
+def training_service(engine):
+    """Training and evaluation jobs on the engine's worker, with the demo model's checker as a scorer."""
+    from app.demo import register_scorers
+    from app.training.evaluate import Scorers
+    from app.training.job import Training
+
+    scorers = Scorers()
+    register_scorers(scorers)
+    return Training(engine, scorers)
 
 
 def api_context(engine, options, args: argparse.Namespace):

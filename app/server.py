@@ -17,18 +17,19 @@ from app.api import add_api
 from app.api.context import ApiContext
 from app.engine import Engine
 from app.serving import ServeOptions, launch_kwargs
+from app.training.job import Training
 from app.ui import CSS, HEAD, build_ui
 
 log = logging.getLogger(__name__)
 
 
-def build_app(engine: Engine, options: ServeOptions, api: ApiContext | None) -> FastAPI:
+def build_app(engine: Engine, training: Training, options: ServeOptions, api: ApiContext | None) -> FastAPI:
     """The ASGI app: the API (when ``api`` is given) and the UI."""
     app = FastAPI(title="LoRA Studio", description="A1111-compatible API (/sdapi/v1) and the web UI.",
                   docs_url="/docs" if api else None, redoc_url=None, openapi_url="/openapi.json" if api else None)
     if api is not None:
         add_api(app, api)
-    blocks = build_ui(engine)
+    blocks = build_ui(engine, training)
     blocks.queue(default_concurrency_limit=None)
     kwargs = launch_kwargs(options, engine.config.outputs_dir, engine.config.models_dir)
     for launcher_only in ("server_name", "server_port", "share"):
@@ -36,17 +37,17 @@ def build_app(engine: Engine, options: ServeOptions, api: ApiContext | None) -> 
     return gr.mount_gradio_app(app, blocks, path="/", css=CSS, head=HEAD, **kwargs)  # type: ignore[arg-type]
 
 
-def serve(engine: Engine, options: ServeOptions, api: ApiContext | None) -> None:
+def serve(engine: Engine, training: Training, options: ServeOptions, api: ApiContext | None) -> None:
     """Serve until interrupted."""
     if options.share:
         if api is not None:
             log.warning("--share: the REST API is not served through Gradio's tunnel; only the UI is")
-        blocks = build_ui(engine)
+        blocks = build_ui(engine, training)
         blocks.queue(default_concurrency_limit=None)
         blocks.launch(css=CSS, head=HEAD, **launch_kwargs(options, engine.config.outputs_dir,  # type: ignore[arg-type]
                                                           engine.config.models_dir))
         return
-    app = build_app(engine, options, api)
+    app = build_app(engine, training, options, api)
     shown = "127.0.0.1" if options.host == "0.0.0.0" else options.host
     log.info("LoRA Studio on http://%s:%d/%s", shown, options.port,
              " (A1111 API: /sdapi/v1, its docs: /docs)" if api else "")

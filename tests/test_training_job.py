@@ -13,7 +13,10 @@ from shape_data import dot_dataset
 
 from app.engine import Engine, EngineConfig, Txt2ImgRequest
 from app.engine.tiny import build_tiny_pipeline
+from app.demo import register_scorers
 from app.training.config import TrainConfig
+from app.training.evaluate import Scorers
+from app.training.job import Training
 
 
 @pytest.fixture
@@ -28,6 +31,13 @@ def setup(tmp_path: Path):
     engine.shutdown()
 
 
+def jobs(engine: Engine) -> Training:
+    """Training jobs on ``engine`` with the demo model's checker registered, as app/cli.py wires them."""
+    scorers = Scorers()
+    register_scorers(scorers)
+    return Training(engine, scorers)
+
+
 def _config(engine: Engine, data: Path, name: str, **changes) -> TrainConfig:
     values = dict(base_model="tiny", dataset=data, output_name=name, models_dir=engine.config.models_dir,
                   outputs_dir=engine.config.outputs_dir, rank=4, alpha=4.0, resolution=64, bucket_step=8,
@@ -38,7 +48,7 @@ def _config(engine: Engine, data: Path, name: str, **changes) -> TrainConfig:
 
 def test_training_job_reports_progress_writes_a_report_and_hands_off(setup) -> None:
     engine, data = setup
-    job = engine.submit_training(_config(engine, data, "job-lora"))
+    job = jobs(engine).submit_training(_config(engine, data, "job-lora"))
     queued_generation = engine.submit(Txt2ImgRequest(prompt="a red circle", steps=2, width=64, height=64, seed=3))
     events = list(job.events())
     training = [e for e in events if e.phase == "training"]
@@ -66,7 +76,7 @@ def test_training_job_reports_progress_writes_a_report_and_hands_off(setup) -> N
 
 def test_stopping_a_training_job_keeps_the_steps_done(setup) -> None:
     engine, data = setup
-    job = engine.submit_training(_config(engine, data, "stopped", max_steps=500, sample_every=0))
+    job = jobs(engine).submit_training(_config(engine, data, "stopped", max_steps=500, sample_every=0))
     for event in job.events():
         if event.phase == "training" and event.step == 2:
             engine.cancel(job.id)
@@ -79,19 +89,19 @@ def test_stopping_a_training_job_keeps_the_steps_done(setup) -> None:
 def test_bad_training_requests_fail_before_queueing(setup) -> None:
     engine, data = setup
     with pytest.raises(ValueError, match="No checkpoint called 'nope'"):
-        engine.submit_training(_config(engine, data, "x", base_model="nope"))
+        jobs(engine).submit_training(_config(engine, data, "x", base_model="nope"))
     with pytest.raises(ValueError, match="does not exist"):
-        engine.submit_training(_config(engine, data / "missing", "x"))
+        jobs(engine).submit_training(_config(engine, data / "missing", "x"))
     with pytest.raises(ValueError, match="Output name"):
-        engine.submit_training(_config(engine, data, "../escape"))
+        jobs(engine).submit_training(_config(engine, data, "../escape"))
 
 
 def test_any_lora_can_be_evaluated_on_demand(setup) -> None:
     engine, data = setup
-    engine.submit_training(_config(engine, data, "to-evaluate", max_steps=2, sample_every=0)).wait(300)
+    jobs(engine).submit_training(_config(engine, data, "to-evaluate", max_steps=2, sample_every=0)).wait(300)
     for suffix in (".report.json", ".grid.png", ".report.md"):
         (engine.config.models_dir / "Lora" / f"to-evaluate{suffix}").unlink()
-    result = engine.submit_evaluation("to-evaluate", "tiny", ("a blue circle",), size=64, steps=4).wait(300)
+    result = jobs(engine).submit_evaluation("to-evaluate", "tiny", ("a blue circle",), size=64, steps=4).wait(300)
     assert Path(result.info["report"]["grid"]).is_file()
     assert "a blue circle" in Path(result.info["report"]["json"]).read_text()
 
@@ -104,9 +114,9 @@ def test_the_report_scores_samples_with_the_checker_the_base_models_card_names(s
     engine, data = setup
     card = engine.config.models_dir / "Stable-diffusion" / "tiny" / "lora_studio.json"
     card.write_text(json.dumps({"evaluator": "shapes", "default_width": 64, "default_steps": 4}))
-    engine.submit_training(_config(engine, data, "scored", max_steps=2, sample_every=0)).wait(300)
+    jobs(engine).submit_training(_config(engine, data, "scored", max_steps=2, sample_every=0)).wait(300)
     prompts = ("a red circle on a white background", "a blue square on a white background")
-    result = engine.submit_evaluation("scored", "tiny", prompts, size=64, steps=4).wait(300)
+    result = jobs(engine).submit_evaluation("scored", "tiny", prompts, size=64, steps=4).wait(300)
     report = json.loads(Path(result.info["report"]["json"]).read_text())
     assert "shapes checker" in report["score_note"]
     sheet = Image.open(result.info["report"]["grid"])

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from app.engine.conditioning import DEFAULT_EMPHASIS, PromptEmbeddings, PromptEncoder, prompt_token_count
 from app.engine.config import EngineConfig
-from app.engine.jobs import Job, JobResult
+from app.engine.jobs import Job, JobContext, JobResult
 from app.engine.manager import ModelManager
 from app.engine.prompt_parser import EMPHASIS_MODES
 from app.engine.prompts import EmbeddingStatus, embedding_statuses, split_lora_tags, text_encoder_widths
@@ -43,30 +44,12 @@ class Engine:
         log.info("%s queued for %s: %s", job.id, owner, job.description)
         return self.worker.submit(job)
 
-    def submit_training(self, config, owner: str = LOCAL_OWNER, evaluation_prompts: tuple[str, ...] = ()) -> Job:
-        """Queue a LoRA training run (an ``app.training.config.TrainConfig``) as a job on the worker.
-        Generation queues behind it and it behind generation; cancelling it stops and keeps the steps done."""
-        from app.training.job import training_work
-
-        config.validate()
-        self.registry.find_checkpoint(config.base_model)
-        if not config.dataset.is_dir():
-            raise ValueError(f"The dataset folder {config.dataset} does not exist.")
-        job = Job(owner, training_work(config, self.manager, self.registry, evaluation_prompts),
-                  description=f"train LoRA {config.output_name}")
+    def submit_work(self, work: Callable[[JobContext], JobResult], description: str,
+                    owner: str = LOCAL_OWNER) -> Job:
+        """Queue any other device work (training, an evaluation, upscaling) on the same worker, in turn
+        with generation. The caller checks its input first: nothing here validates ``work``."""
+        job = Job(owner, work, description=description)
         log.info("%s queued for %s: %s", job.id, owner, job.description)
-        return self.worker.submit(job)
-
-    def submit_evaluation(self, lora_name: str, base_model: str | None, prompts: tuple[str, ...],
-                          owner: str = LOCAL_OWNER, size: int | None = None, steps: int | None = None) -> Job:
-        """Queue the evaluation report of a LoRA from models/Lora on a base model."""
-        from app.training.job import evaluation_work
-
-        self.registry.find_lora(lora_name)
-        base = base_model or self.config.default_model or ""
-        self.registry.find_checkpoint(base)
-        job = Job(owner, evaluation_work(lora_name, base, prompts, self.manager, self.registry, size, steps),
-                  description=f"evaluate LoRA {lora_name}")
         return self.worker.submit(job)
 
     def generate(self, request: GenerationRequest, owner: str = LOCAL_OWNER, timeout: float | None = None) -> JobResult:

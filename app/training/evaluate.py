@@ -62,7 +62,8 @@ class EvaluationReport:
 
 def evaluate_lora(manager: ModelManager, lora: ActiveLora, base_model: str, prompts: Sequence[str],
                   seeds: Sequence[int] = (1, 2), steps: int | None = None, size: int | None = None,
-                  losses: Sequence[float] = (), scorer: SCORE_HOOK | None = None) -> EvaluationReport:
+                  losses: Sequence[float] = (), scorer: SCORE_HOOK | None = None,
+                  scorers: Scorers | None = None) -> EvaluationReport:
     """Sample without and with ``lora`` at fixed seeds, write the report files beside the LoRA file."""
     loaded = manager.get(base_model)
     assert loaded.adapters is not None
@@ -99,7 +100,8 @@ def evaluate_lora(manager: ModelManager, lora: ActiveLora, base_model: str, prom
         loss_curve(list(losses)).save(files["loss"])
     report = EvaluationReport(lora.name, base_model, prompts, list(seeds), steps, size, change,
                               losses=list(losses), files=files)
-    scorer, report.score_note = (scorer, "the caller's score") if scorer is not None else scorer_for(card)
+    scorer, report.score_note = ((scorer, "the caller's score") if scorer is not None
+                                 else (scorers or Scorers()).for_card(card))
     if scorer is not None:
         report.score_before = scorer(rows[False], [p for p in prompts for _ in seeds])
         report.score_after = scorer(rows[True], [p for p in prompts for _ in seeds])
@@ -109,14 +111,22 @@ def evaluate_lora(manager: ModelManager, lora: ActiveLora, base_model: str, prom
     return report
 
 
-def scorer_for(card: dict) -> tuple[SCORE_HOOK | None, str]:
-    """The checker a base model's card names (``"evaluator"``), with what its score means; a model
-    without one gets no score, and the note says so."""
-    if card.get("evaluator") == "shapes":
-        from app.demo.scoring import adherence
+class Scorers:
+    """Checkers that can score a base model's pictures, by the name its card gives (``"evaluator"``).
+    Filled by whoever knows one (the demo package registers "shapes"); training never imports them."""
 
-        return adherence, "share of samples whose shape and colour the shapes checker reads as the prompt asks"
-    return None, "no checker for this base model's pictures (only the bundled demo model has one)"
+    def __init__(self) -> None:
+        self._by_name: dict[str, tuple[SCORE_HOOK, str]] = {}
+
+    def register(self, name: str, scorer: SCORE_HOOK, meaning: str) -> None:
+        self._by_name[name] = (scorer, meaning)
+
+    def for_card(self, card: dict) -> tuple[SCORE_HOOK | None, str]:
+        """The checker a card names, with what its score means; without one, no score and a note saying so."""
+        found = self._by_name.get(str(card.get("evaluator", "")))
+        if found is None:
+            return None, "no checker for this base model's pictures (only the bundled demo model has one)"
+        return found
 
 
 def _mean_change(before: list[Image.Image], after: list[Image.Image]) -> float:

@@ -6,19 +6,51 @@ import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from app.engine.jobs import JobContext, JobResult
+from app.engine import Engine
+from app.engine.engine import LOCAL_OWNER
+from app.engine.jobs import Job, JobContext, JobResult
 from app.engine.lora_runtime import ActiveLora
 from app.engine.manager import ModelManager
 from app.engine.registry import ModelRegistry
 from app.training.config import TrainConfig
-from app.training.evaluate import evaluate_lora
+from app.training.evaluate import Scorers, evaluate_lora
 from app.training.trainer import TrainProgress, train
 
 log = logging.getLogger(__name__)
 
 
+class Training:
+    """Training runs and LoRA evaluations as jobs on an engine's worker (built by app/cli.py, which
+    also fills the scorers), so they queue with generation both ways."""
+
+    def __init__(self, engine: Engine, scorers: Scorers | None = None) -> None:
+        self.engine = engine
+        self.scorers = scorers or Scorers()
+
+    def submit_training(self, config: TrainConfig, owner: str = LOCAL_OWNER,
+                        evaluation_prompts: tuple[str, ...] = ()) -> Job:
+        """Queue a run. Cancelling it stops and keeps the steps done. Raises ValueError for a bad config."""
+        config.validate()
+        self.engine.registry.find_checkpoint(config.base_model)
+        if not config.dataset.is_dir():
+            raise ValueError(f"The dataset folder {config.dataset} does not exist.")
+        work = training_work(config, self.engine.manager, self.engine.registry, evaluation_prompts, self.scorers)
+        return self.engine.submit_work(work, f"train LoRA {config.output_name}", owner)
+
+    def submit_evaluation(self, lora_name: str, base_model: str | None, prompts: tuple[str, ...],
+                          owner: str = LOCAL_OWNER, size: int | None = None, steps: int | None = None) -> Job:
+        """Queue the evaluation report of a LoRA from models/Lora on a base model."""
+        self.engine.registry.find_lora(lora_name)
+        base = base_model or self.engine.config.default_model or ""
+        self.engine.registry.find_checkpoint(base)
+        work = evaluation_work(lora_name, base, prompts, self.engine.manager, self.engine.registry, size, steps,
+                               self.scorers)
+        return self.engine.submit_work(work, f"evaluate LoRA {lora_name}", owner)
+
+
 def training_work(config: TrainConfig, manager: ModelManager, registry: ModelRegistry,
-                  evaluation_prompts: Sequence[str] = ()) -> Callable[[JobContext], JobResult]:
+                  evaluation_prompts: Sequence[str] = (), scorers: Scorers | None = None
+                  ) -> Callable[[JobContext], JobResult]:
     """The work function of a training job: train, then evaluate the new LoRA on the base model.
 
     Cancelling the job stops training at the next step; the run is checkpointed and the LoRA of the
@@ -45,7 +77,7 @@ def training_work(config: TrainConfig, manager: ModelManager, registry: ModelReg
             lora = ActiveLora(config.output_name, result.lora_path, registry.lora_info(result.lora_path), 1.0)
             prompts = list(evaluation_prompts or config.sample_prompts or _captions_of(config))
             report_ = evaluate_lora(manager, lora, config.base_model, prompts[:4], size=config.resolution,
-                                    losses=result.losses)
+                                    losses=result.losses, scorers=scorers)
             info["report"] = report_.files
         return JobResult(info=info)
 
@@ -53,8 +85,8 @@ def training_work(config: TrainConfig, manager: ModelManager, registry: ModelReg
 
 
 def evaluation_work(lora_name: str, base_model: str, prompts: Sequence[str], manager: ModelManager,
-                    registry: ModelRegistry, size: int | None = None,
-                    steps: int | None = None) -> Callable[[JobContext], JobResult]:
+                    registry: ModelRegistry, size: int | None = None, steps: int | None = None,
+                    scorers: Scorers | None = None) -> Callable[[JobContext], JobResult]:
     """The work function of an on-demand evaluation of any LoRA in models/Lora."""
 
     def work(ctx: JobContext) -> JobResult:
@@ -62,7 +94,7 @@ def evaluation_work(lora_name: str, base_model: str, prompts: Sequence[str], man
         assert entry.path is not None
         ctx.emit("loading", message=f"Evaluating {lora_name} on {base_model}")
         lora = ActiveLora(lora_name, entry.path, registry.lora_info(entry.path), 1.0)
-        report = evaluate_lora(manager, lora, base_model, list(prompts)[:4], size=size, steps=steps)
+        report = evaluate_lora(manager, lora, base_model, list(prompts)[:4], size=size, steps=steps, scorers=scorers)
         return JobResult(info={"lora_name": lora_name, "report": report.files})
 
     return work

@@ -10,6 +10,7 @@ from app.ui.img2img_tab import build_img2img_tab
 from app.ui.inpaint_tab import build_inpaint_tab
 from app.ui.png_info_tab import build_png_info_tab
 from app.ui.send_to import settings_values, wire_send_to
+from app.training.job import Training
 from app.ui.train_tab import build_train_tab, use_in_prompt
 from app.ui.txt2img_tab import build_txt2img_tab
 
@@ -51,7 +52,7 @@ new MutationObserver(() => {
 CACHE_CLEANUP = (3600, 24 * 3600)  # every hour, delete cached uploads/results older than a day
 
 
-def build_ui(engine: Engine) -> gr.Blocks:
+def build_ui(engine: Engine, training: Training) -> gr.Blocks:
     with gr.Blocks(title="LoRA Studio", delete_cache=CACHE_CLEANUP) as blocks:
         gr.Markdown("## LoRA Studio")
         gr.Markdown(_model_note(engine))
@@ -66,7 +67,7 @@ def build_ui(engine: Engine) -> gr.Blocks:
             with gr.Tab("PNG Info", id="png_info"):
                 info_text, to_txt2img, to_img2img = build_png_info_tab()
             with gr.Tab("Train LoRA", id="train"):
-                train = build_train_tab(engine)
+                train = build_train_tab(engine, training)
 
         for button, target, tab_id in ((to_txt2img, txt2img, "txt2img"), (to_img2img, img2img, "img2img")):
             button.click(lambda text: settings_values(engine, text), info_text, target.settings.as_list(),

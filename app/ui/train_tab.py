@@ -16,6 +16,7 @@ import pandas as pd
 from PIL import Image
 
 from app.engine import Engine
+from app.training.job import Training
 from app.training.config import TrainConfig
 from app.training.dataset import scan_folder
 from app.training.staging import stage_uploads
@@ -92,7 +93,7 @@ def _picture(path: str | None) -> Image.Image | None:
         return image.copy()
 
 
-def build_train_tab(engine: Engine) -> TrainTab:
+def build_train_tab(engine: Engine, training: Training) -> TrainTab:
     checkpoints = [e.name for e in engine.registry.checkpoints()]
     card = default_card(engine)
     with gr.Row():
@@ -193,7 +194,7 @@ def build_train_tab(engine: Engine) -> TrainTab:
                 path = config.run_dir / "captions.json"
                 path.write_text(json.dumps(overrides, indent=1), encoding="utf-8")
                 config.caption_overrides = path
-            job = engine.submit_training(config, owner_of(request))
+            job = training.submit_training(config, owner_of(request))
         except ValueError as exc:
             log.warning("training refused: %s", exc)
             raise gr.Error(str(exc)) from exc
@@ -234,7 +235,7 @@ def build_train_tab(engine: Engine) -> TrainTab:
             raise gr.Error("Pick a LoRA to evaluate.")
         prompts = tuple(line.strip() for line in (prompts_text or "").splitlines() if line.strip()) or ("a photo",)
         try:
-            job = engine.submit_evaluation(lora, base, prompts, owner_of(request), size=int(resolution_))
+            job = training.submit_evaluation(lora, base, prompts, owner_of(request), size=int(resolution_))
         except ValueError as exc:
             raise gr.Error(str(exc)) from exc
         for event in job.events():
