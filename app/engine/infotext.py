@@ -196,7 +196,7 @@ def format_infotext(
             "Clip skip": request.clip_skip if request.clip_skip > 1 else None,
         }
     )
-    if request.task in ("img2img", "inpaint"):
+    if request.task in ("img2img", "inpaint") or getattr(request, "enable_hr", False):
         params["Denoising strength"] = getattr(request, "denoising_strength", None)
 
     extras: dict[str, object | None] = {}
@@ -312,6 +312,16 @@ def _sampler_fields(params: Mapping[str, str]) -> dict[str, str]:
     return {"sampler": sampler, "schedule_type": chosen}
 
 
+def _hires_fields(params: Mapping[str, str]) -> dict[str, object]:
+    """The text fields of hires fix (the numbers are read with the others)."""
+    fields: dict[str, object] = {"enable_hr": True, "hr_upscaler": params["Hires upscaler"]}
+    for field_name, key in (("hr_sampler", "Hires sampler"), ("hr_checkpoint", "Hires checkpoint"),
+                            ("hr_prompt", "Hires prompt"), ("hr_negative_prompt", "Hires negative prompt")):
+        if params.get(key) and params[key] not in ("Use same sampler", "Use same checkpoint"):
+            fields[field_name] = params[key]
+    return fields
+
+
 def request_from_infotext(text: str, task: str = "txt2img") -> GenerationRequest:
     """A request of ``task`` ("txt2img", "img2img" or "inpaint") with the fields ``text`` gives.
 
@@ -338,6 +348,11 @@ def request_from_infotext(text: str, task: str = "txt2img") -> GenerationRequest
     )
     if task in ("img2img", "inpaint"):
         numbers += (("denoising_strength", "Denoising strength", _to_float),)
+    if task == "txt2img" and "Hires upscaler" in params:  # A1111 writes it whenever hires fix ran
+        fields.update(_hires_fields(params))
+        numbers += (("denoising_strength", "Denoising strength", _to_float),
+                    ("hr_scale", "Hires upscale", _to_float), ("hr_resize_x", "Hires resize-1", _to_int),
+                    ("hr_resize_y", "Hires resize-2", _to_int), ("hr_second_pass_steps", "Hires steps", _to_int))
     if task == "inpaint":
         numbers += (("mask_blur", "Mask blur", _to_int), ("masked_padding", "Masked area padding", _to_int))
         fields["inpaint_area"] = params["Inpaint area"]

@@ -89,9 +89,53 @@ class GenerationRequest:
         return replace(self, **changes)
 
 
+SAME_SAMPLER = "Use same sampler"
+SAME_CHECKPOINT = "Use same checkpoint"
+MAX_HIRES_SCALE = 4.0
+
+
 @dataclass
 class Txt2ImgRequest(GenerationRequest):
+    # Hires fix (A1111's names): a second, img2img pass over the upscaled first picture.
+    enable_hr: bool = False
+    hr_scale: float = 2.0  # used when hr_resize_x and hr_resize_y are 0
+    hr_resize_x: int = 0
+    hr_resize_y: int = 0
+    hr_upscaler: str = "Latent"
+    hr_second_pass_steps: int = 0  # 0 = the first pass's steps
+    denoising_strength: float = 0.7  # of the second pass
+    hr_sampler: str = SAME_SAMPLER
+    hr_checkpoint: str = SAME_CHECKPOINT
+    hr_prompt: str = ""  # "" = the prompt
+    hr_negative_prompt: str = ""  # "" = the negative prompt
+
     task: TaskName = field(default="txt2img", init=False)
+
+    def validate(self) -> None:
+        super().validate()
+        if not self.enable_hr:
+            return
+        from app.engine.hires import check_upscaler, hires_size
+        from app.engine.samplers import resolve_sampler
+
+        check_upscaler(self.hr_upscaler)
+        _check_float("Hires upscale", self.hr_scale, 1.0, MAX_HIRES_SCALE)
+        _check_int("Hires resize width", self.hr_resize_x, 0, MAX_SIZE)
+        _check_int("Hires resize height", self.hr_resize_y, 0, MAX_SIZE)
+        _check_int("Hires steps", self.hr_second_pass_steps, 0, MAX_STEPS)
+        _check_float("Denoising strength", self.denoising_strength, 0.0, 1.0)
+        steps = self.hr_second_pass_steps or self.steps
+        if self.denoising_strength * steps < 1:
+            raise ValueError(f"Hires fix: denoising strength {self.denoising_strength} with {steps} steps runs no "
+                             "step; raise the strength or the hires steps.")
+        width, height = hires_size(self)
+        if max(width, height) > MAX_SIZE:
+            raise ValueError(f"Hires fix would make {width}x{height}; the largest side allowed is {MAX_SIZE}.")
+        if self.hr_sampler != SAME_SAMPLER:
+            resolve_sampler(self.hr_sampler, self.schedule_type)
+        for label, text in (("Hires prompt", self.hr_prompt), ("Hires negative prompt", self.hr_negative_prompt)):
+            if not isinstance(text, str):
+                raise ValueError(f"{label} must be text.")
 
 
 @dataclass

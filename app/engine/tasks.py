@@ -24,9 +24,17 @@ from app.engine.manager import LoadedModel, ModelManager
 from app.engine.outputs import output_folder, save_image
 from app.engine.preview import LatentPreviewer
 from app.engine.prompt_inputs import conditioned_call, encode_for_pipeline, prompt_infotext
-from app.engine.prompts import requested_loras
+from app.engine.prompts import requested_loras, split_lora_tags
 from app.engine.registry import ModelRegistry
-from app.engine.requests import GenerationRequest, Img2ImgRequest, InpaintRequest
+from app.engine.hires import hires_infotext, is_latent, second_steps, upscale_latents, upscale_picture
+from app.engine.requests import (
+    SAME_CHECKPOINT,
+    SAME_SAMPLER,
+    GenerationRequest,
+    Img2ImgRequest,
+    InpaintRequest,
+    Txt2ImgRequest,
+)
 from app.engine.samplers import make_scheduler, resolve_sampler
 
 VERSION = "lora-studio 0.1.0"
@@ -53,17 +61,22 @@ def model_display_name(loaded: LoadedModel) -> str:
 
 
 class StepReporter:
-    """``callback_on_step_end`` for one batch: cancel, progress with ETA, and previews."""
+    """``callback_on_step_end`` for one batch: cancel, progress with ETA, and previews. A batch of
+    hires fix counts both passes: ``steps_before`` (the first pass's, in the second) and
+    ``steps_after`` (the second pass's, in the first)."""
 
     def __init__(self, ctx: JobContext, previewer: LatentPreviewer, preview_every: int, request: GenerationRequest,
-                 batch_index: int, clock: "_JobClock") -> None:
+                 batch_index: int, clock: "_JobClock", steps_before: int = 0, steps_after: int = 0) -> None:
         self.ctx, self.previewer, self.preview_every = ctx, previewer, preview_every
         self.request, self.batch_index, self.clock = request, batch_index, clock
+        self.steps_before, self.steps_after = steps_before, steps_after
+        self.done = steps_before
 
     def __call__(self, pipe: Any, step: int, timestep: Any, callback_kwargs: dict) -> dict:
         self.ctx.check_cancelled()
-        total = int(getattr(pipe, "num_timesteps", 0) or self.request.steps)
-        done = step + 1
+        this_pass = int(getattr(pipe, "num_timesteps", 0) or self.request.steps)
+        total = self.steps_before + this_pass + self.steps_after
+        done = self.done = self.steps_before + step + 1
         self.clock.step_done()
         remaining = (total - done) + total * (self.request.batch_count - self.batch_index - 1)
         preview = None
@@ -125,17 +138,29 @@ def run_generation(ctx: JobContext, request: GenerationRequest, manager: ModelMa
     vae_hash = manager.registry.short_hash(vae_entry) if vae_entry else None
     lora_hashes = {lora.name: manager.registry.lora_hash(lora.path)[:12] for lora in loras}
     extra = prompt_infotext(request.prompt, request.negative_prompt, request.steps, request.emphasis, conditioning)
+    hires = isinstance(request, Txt2ImgRequest) and request.enable_hr
+    if hires:
+        if loaded.is_inpainting_model:
+            raise ValueError("Hires fix needs a txt2img checkpoint; this one is an inpainting model.")
+        extra = {**hires_infotext(request), **extra}
     for batch_index in range(request.batch_count):
         batch_seeds = seeds[batch_index * request.batch_size:(batch_index + 1) * request.batch_size]
-        reporter = StepReporter(ctx, previewer, settings.preview_every, request, batch_index, clock)
+        reporter = StepReporter(ctx, previewer, settings.preview_every, request, batch_index, clock,
+                                steps_after=second_steps(request) if hires else 0)
         images = pipe(
             **inputs.pipeline_kwargs,
             **common_kwargs(request),
             **conditioned_call(conditioning, request.batch_size, reporter),
             generator=[torch.Generator("cpu").manual_seed(s) for s in batch_seeds],
-            output_type="pil",
+            output_type="latent" if hires and is_latent(request.hr_upscaler) else "pil",
         ).images
         ctx.check_cancelled()
+        if hires:
+            assert isinstance(request, Txt2ImgRequest)
+            images = hires_pass(ctx, request, images, batch_seeds, loaded, loras, vae, manager,
+                                StepReporter(ctx, previewer, settings.preview_every, request, batch_index, clock,
+                                             steps_before=reporter.done))
+            ctx.check_cancelled()
         images = [inputs.finish(image) for image in images]
         ctx.emit("saving", batch_index=batch_index, batch_count=request.batch_count)
         for image, seed in zip(images, batch_seeds):
@@ -150,6 +175,38 @@ def run_generation(ctx: JobContext, request: GenerationRequest, manager: ModelMa
                 folder = output_folder(settings.outputs_dir, request.task)
                 result.paths.append(save_image(image, folder, seed, text))
     return result
+
+
+def hires_pass(ctx: JobContext, request: Txt2ImgRequest, first: Any, seeds: list[int], loaded: LoadedModel,
+               loras: list[ActiveLora], vae: Any, manager: ModelManager, reporter: StepReporter) -> list[Image.Image]:
+    """Hires fix's second pass over one batch: upscale the first pass's latents or pictures, then
+    img2img at the hires size with the same seeds, its own steps, sampler and prompt schedule."""
+    second = loaded
+    if request.hr_checkpoint not in ("", SAME_CHECKPOINT):
+        ctx.emit("loading", message=f"Loading {request.hr_checkpoint} for the hires pass")
+        second = manager.get(request.hr_checkpoint)
+        assert second.adapters is not None
+        second.adapters.activate(loras)
+    pipe = second.pipeline("img2img", vae, request.vae)
+    sampler = request.sampler if request.hr_sampler in ("", SAME_SAMPLER) else request.hr_sampler
+    pipe.scheduler = make_scheduler(second.scheduler_config, *resolve_sampler(sampler, request.schedule_type))
+    if is_latent(request.hr_upscaler):
+        start: Any = upscale_latents(first, request, int(pipe.vae_scale_factor))
+    else:
+        start = [upscale_picture(picture, request) for picture in first]
+    steps = request.hr_second_pass_steps or request.steps
+    prompt = split_lora_tags(request.hr_prompt)[0] if request.hr_prompt else split_lora_tags(request.prompt)[0]
+    assert second.prompt_encoder is not None
+    conditioning = encode_for_pipeline(second.prompt_encoder, pipe, manager.registry, prompt,
+                                       request.hr_negative_prompt or request.negative_prompt, steps, loras=loras,
+                                       clip_skip=request.clip_skip, emphasis=request.emphasis,
+                                       allow_pickle=manager.config.allow_pickle)
+    return pipe(
+        image=start, strength=request.denoising_strength, num_inference_steps=steps,
+        guidance_scale=request.cfg_scale, num_images_per_prompt=len(seeds),
+        **conditioned_call(conditioning, len(seeds), reporter),
+        generator=[torch.Generator("cpu").manual_seed(s) for s in seeds], output_type="pil",
+    ).images
 
 
 def resolve_loras(request: GenerationRequest, registry: ModelRegistry) -> tuple[str, list[ActiveLora]]:
