@@ -12,6 +12,7 @@ from app.engine.manager import ModelManager
 from app.engine.prompt_parser import EMPHASIS_MODES
 from app.engine.prompts import EmbeddingStatus, embedding_statuses, split_lora_tags, text_encoder_widths
 from app.engine.registry import ModelRegistry
+from app.engine.styles import STYLES_FILE, StyleLibrary
 from app.engine.requests import GenerationRequest
 from app.engine.tasks import GenerationSettings, resolve_loras, run_generation
 from app.engine.worker import Worker
@@ -30,10 +31,14 @@ class Engine:
         self.manager = ModelManager(config, self.registry)
         self.worker = Worker()
         self.settings = GenerationSettings(config.outputs_dir, config.preview_every)
+        self.styles = StyleLibrary(config.models_dir / STYLES_FILE)
 
     def submit(self, request: GenerationRequest, owner: str = LOCAL_OWNER) -> Job:
         """Validate and queue a request. Raises ValueError for a bad request (nothing is queued)."""
         request.validate()
+        if request.styles:  # applied once, here: the job and its infotext see the styled prompts
+            prompt, negative = self.styles.apply(request.styles, request.prompt, request.negative_prompt)
+            request = request.with_changes(prompt=prompt, negative_prompt=negative)
         resolve_loras(request, self.registry)  # unknown or unusable LoRAs fail now, not in the queue
         if request.model is not None:
             self.registry.find_checkpoint(request.model)  # unknown names fail now, not in the queue

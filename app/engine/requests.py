@@ -55,6 +55,7 @@ class GenerationRequest:
     schedule_type: str = "Automatic"
     clip_skip: int = 1  # A1111 numbering: 1 = last layer, 2 = penultimate
     emphasis: str = "Original"  # how (text:1.2) weights reach the conditioning: one of EMPHASIS_MODES
+    styles: tuple[str, ...] = ()  # names from styles.csv, applied by Engine.submit (the infotext shows the result)
     save: bool = True
 
     task: TaskName = field(default="txt2img", init=False)
@@ -76,6 +77,8 @@ class GenerationRequest:
         _check_int("Batch count", self.batch_count, 1, MAX_BATCH_COUNT)
         _check_int("Batch size", self.batch_size, 1, MAX_BATCH_SIZE)
         _check_int("Clip skip", self.clip_skip, 1, 12)
+        if not all(isinstance(name, str) for name in self.styles):
+            raise ValueError("Styles must be a list of style names.")
         if self.emphasis not in EMPHASIS_MODES:
             raise ValueError(f"Unknown emphasis mode {self.emphasis!r}; choose one of {', '.join(EMPHASIS_MODES)}.")
         resolve_sampler(self.sampler, self.schedule_type)  # raises ValueError for unknown names
