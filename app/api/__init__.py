@@ -6,13 +6,17 @@ registry) and answers in A1111's shapes; none calls a pipeline or touches the wo
 
 from __future__ import annotations
 
+import json
+
 from fastapi import APIRouter, FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api import generate, info
 from app.api.context import ApiContext
-from app.api.errors import install_error_handlers
+from app.api.errors import error_body, install_error_handlers
 
 PREFIX = "/sdapi/v1"
+DEFAULT_MAX_BODY_MB = 50
 
 
 def add_api(app: FastAPI, context: ApiContext) -> None:
@@ -22,3 +26,61 @@ def add_api(app: FastAPI, context: ApiContext) -> None:
     router.include_router(info.router(context))
     app.include_router(router)
     install_error_handlers(app)
+    max_mb = int(context.cmd_flags.get("max_upload_mb", DEFAULT_MAX_BODY_MB))
+    app.add_middleware(BodySizeLimit, prefix=PREFIX, max_bytes=max_mb * 1024 * 1024)  # type: ignore[arg-type]
+
+
+class _BodyTooLarge(Exception):
+    """Raised into the app when a streamed body passes the limit."""
+
+
+class BodySizeLimit:
+    """ASGI middleware: a body over ``max_bytes`` on a path under ``prefix`` gets 413 with a readable
+    message, from its Content-Length before anything is read, or as soon as a streamed body passes it."""
+
+    def __init__(self, app: ASGIApp, prefix: str, max_bytes: int) -> None:
+        self.app, self.prefix, self.max_bytes = app, prefix, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(self.prefix):
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._refuse(send)
+            return
+        seen = 0
+        over = False
+        started = False
+
+        async def counting_receive() -> Message:
+            nonlocal seen, over
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    over = True
+                    raise _BodyTooLarge()
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if over:  # the app's answer to the broken body (FastAPI makes it a 400) is replaced
+                return
+            started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, guarded_send)
+        except _BodyTooLarge:
+            pass
+        if over and not started:
+            await self._refuse(send)
+
+    async def _refuse(self, send: Send) -> None:
+        limit_mb = self.max_bytes // (1024 * 1024)
+        body = json.dumps(error_body("PayloadTooLarge", f"The request body is over the {limit_mb} MB limit "
+                                     "(--max-upload-mb); send smaller images.")).encode("utf-8")
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})

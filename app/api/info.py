@@ -1,11 +1,403 @@
-"""Information routes (filled in below)."""
+"""Information routes (models, samplers, upscalers, LoRAs, embeddings, memory...) and the extras resize.
+
+Answers keep A1111's shapes (``app.api.info_models``). Features LoRA Studio does not have (face
+restorers, Real-ESRGAN, hypernetworks, scripts) answer 200 with A1111's empty shape, so clients
+that list them at start keep working. Every route takes the caller's credentials when logins are on.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import html
+import json
+import os
+from collections import Counter
+from collections.abc import Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from fastapi import APIRouter, Depends
+from PIL import Image
 
 from app.api.context import ApiContext
+from app.api.errors import ApiError
+from app.api.images import encode_png, open_image
+from app.api.info_models import (
+    EmbeddingItem,
+    EmbeddingsResponse,
+    ExtrasBatchImagesRequest,
+    ExtrasBatchImagesResponse,
+    ExtrasOptions,
+    ExtrasSingleImageRequest,
+    ExtrasSingleImageResponse,
+    FaceRestorerItem,
+    HypernetworkItem,
+    LatentUpscalerModeItem,
+    LoraItem,
+    MemoryNumbers,
+    MemoryResponse,
+    PromptStyleItem,
+    RealesrganItem,
+    SamplerItem,
+    SchedulerItem,
+    ScriptInfo,
+    ScriptsList,
+    SDModelItem,
+    SDVaeItem,
+    UpscalerItem,
+)
+from app.engine import Engine
+from app.engine.a1111_request import checkpoint_name
+from app.engine.registry import ModelEntry, ModelRegistry
+from app.engine.resize import BUILTIN_UPSCALERS, LATENT_UPSCALE_MODES, blend_upscalers, canonical_upscaler
+from app.engine.samplers import SAMPLER_NAMES, SAMPLERS, SCHEDULE_TYPES
+
+# Checkpoints whose hashed weights are at most this big get their hash in /sd-models; bigger ones
+# are not hashed by a listing (A1111 too titles a checkpoint without a hash until it has hashed it).
+LIST_HASH_MAX_BYTES = 256 * 2**20
+_BUILTIN_UPSCALER_SCALE = 4.0  # what A1111 reports for its built-in upscalers
+
+# A1111's schedule types by label: (internal name, aliases, default rho, needs the inner model).
+_SCHEDULE_FACTS: Mapping[str, tuple[str, tuple[str, ...] | None, float, bool]] = MappingProxyType({
+    "Automatic": ("automatic", None, -1.0, False),
+    "Uniform": ("uniform", None, -1.0, True),
+    "Karras": ("karras", None, 7.0, False),
+    "Exponential": ("exponential", None, -1.0, False),
+    "SGM Uniform": ("sgm_uniform", ("SGMUniform",), -1.0, True),
+    "Beta": ("beta", None, -1.0, True),
+})
+
+# A1111's options of each sampler besides its default schedule (values as its API sends them).
+_SAMPLER_OPTIONS: Mapping[str, Mapping[str, str]] = MappingProxyType({
+    "DPM++ SDE": MappingProxyType({"second_order": "True", "brownian_noise": "True"}),
+    "DPM++ 2M SDE": MappingProxyType({"brownian_noise": "True"}),
+    "DPM++ 2M SDE Heun": MappingProxyType({"brownian_noise": "True", "solver_type": "heun"}),
+    "Euler a": MappingProxyType({"uses_ensd": "True"}),
+    "Heun": MappingProxyType({"second_order": "True"}),
+    "DPM2": MappingProxyType({"discard_next_to_last_sigma": "True", "second_order": "True"}),
+    "DPM2 a": MappingProxyType({"discard_next_to_last_sigma": "True", "uses_ensd": "True", "second_order": "True"}),
+})
+_SAMPLER_EXTRA_ALIASES: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {"DDIM": ("ddim",), "PLMS": ("plms",), "UniPC": ("unipc",)})
 
 
 def router(context: ApiContext) -> APIRouter:
-    return APIRouter(tags=["information"])
+    """The routes, bound to ``context``'s engine and options."""
+    api = APIRouter(tags=["information"])
+    engine, registry = context.engine, context.engine.registry
+
+    @api.get("/sd-models", response_model=list[SDModelItem])
+    def sd_models(owner: str = Depends(context.owner)) -> list[SDModelItem]:
+        """The checkpoints in models/Stable-diffusion (and those given at launch)."""
+        return [checkpoint_item(registry, entry) for entry in registry.checkpoints() if entry.path is not None]
+
+    @api.get("/samplers", response_model=list[SamplerItem])
+    def samplers(owner: str = Depends(context.owner)) -> list[SamplerItem]:
+        """Every sampler LoRA Studio runs, with A1111's aliases and options."""
+        return [sampler_item(name) for name in SAMPLER_NAMES]
+
+    @api.get("/schedulers", response_model=list[SchedulerItem])
+    def schedulers(owner: str = Depends(context.owner)) -> list[SchedulerItem]:
+        """The schedule types LoRA Studio runs, under A1111's internal names."""
+        return [scheduler_item(label) for label in SCHEDULE_TYPES]
+
+    @api.get("/upscalers", response_model=list[UpscalerItem])
+    def upscalers(owner: str = Depends(context.owner)) -> list[UpscalerItem]:
+        """The built-in upscalers (no model files): None, Lanczos, Nearest."""
+        return [UpscalerItem(name=name, scale=_BUILTIN_UPSCALER_SCALE) for name in BUILTIN_UPSCALERS]
+
+    @api.get("/latent-upscale-modes", response_model=list[LatentUpscalerModeItem])
+    def latent_upscale_modes(owner: str = Depends(context.owner)) -> list[LatentUpscalerModeItem]:
+        """A1111's latent upscale modes for hires fix."""
+        return [LatentUpscalerModeItem(name=name) for name in LATENT_UPSCALE_MODES]
+
+    @api.get("/sd-vae", response_model=list[SDVaeItem])
+    def sd_vae(owner: str = Depends(context.owner)) -> list[SDVaeItem]:
+        """The VAEs in models/VAE."""
+        return [SDVaeItem(model_name=e.name, filename=str(e.path.absolute())) for e in registry.vaes() if e.path]
+
+    @api.get("/loras", response_model=list[LoraItem])
+    def loras(owner: str = Depends(context.owner)) -> list[LoraItem]:
+        """The files in models/Lora, named as ``<lora:name>`` takes them."""
+        return lora_items(registry)
+
+    @api.get("/embeddings", response_model=EmbeddingsResponse)
+    def embeddings(owner: str = Depends(context.owner)) -> EmbeddingsResponse:
+        """The files in models/embeddings: loaded (usable on the API's checkpoint) or skipped."""
+        return embeddings_answer(engine, checkpoint_name(context.options.get().get("sd_model_checkpoint")))
+
+    @api.get("/prompt-styles", response_model=list[PromptStyleItem])
+    def prompt_styles(owner: str = Depends(context.owner)) -> list[PromptStyleItem]:
+        """Saved styles (none yet)."""
+        return []
+
+    @api.get("/cmd-flags", response_model=dict[str, Any])
+    def cmd_flags(owner: str = Depends(context.owner)) -> dict[str, Any]:
+        """The flags LoRA Studio was started with (logins left out)."""
+        return dict(context.cmd_flags)
+
+    @api.get("/memory", response_model=MemoryResponse)
+    def memory(owner: str = Depends(context.owner)) -> MemoryResponse:
+        """RAM and CUDA memory, in bytes, in A1111's shape."""
+        return MemoryResponse(ram=ram_numbers(), cuda=cuda_numbers())
+
+    @api.get("/face-restorers", response_model=list[FaceRestorerItem])
+    def face_restorers(owner: str = Depends(context.owner)) -> list[FaceRestorerItem]:
+        """Face restoration is not in LoRA Studio yet: an empty list."""
+        return []
+
+    @api.get("/realesrgan-models", response_model=list[RealesrganItem])
+    def realesrgan_models(owner: str = Depends(context.owner)) -> list[RealesrganItem]:
+        """Model upscalers are not in LoRA Studio yet: an empty list."""
+        return []
+
+    @api.get("/hypernetworks", response_model=list[HypernetworkItem])
+    def hypernetworks(owner: str = Depends(context.owner)) -> list[HypernetworkItem]:
+        """LoRA Studio has no hypernetworks: an empty list."""
+        return []
+
+    @api.get("/scripts", response_model=ScriptsList)
+    def scripts(owner: str = Depends(context.owner)) -> ScriptsList:
+        """LoRA Studio has no A1111 scripts: empty lists."""
+        return ScriptsList()
+
+    @api.get("/script-info", response_model=list[ScriptInfo])
+    def script_info(owner: str = Depends(context.owner)) -> list[ScriptInfo]:
+        """LoRA Studio has no A1111 scripts: an empty list."""
+        return []
+
+    # The registry reads the folders on every listing (hashes and file facts are cached per file
+    # version, so a changed file is read again): there is nothing to refresh. A1111 answers null.
+    for kind in ("checkpoints", "loras", "vae", "embeddings"):
+        _add_refresh(api, context, kind)
+
+    @api.post("/extra-single-image", response_model=ExtrasSingleImageResponse, tags=["extras"])
+    def extra_single_image(body: ExtrasSingleImageRequest,
+                           owner: str = Depends(context.owner)) -> ExtrasSingleImageResponse:
+        """Resize one picture with the built-in upscalers (A1111's extras tab)."""
+        check_extras(body)
+        result, info = run_extras(open_image("image", body.image, min_side=1), body)
+        return ExtrasSingleImageResponse(html_info=info_html(info), image=result)
+
+    @api.post("/extra-batch-images", response_model=ExtrasBatchImagesResponse, tags=["extras"])
+    def extra_batch_images(body: ExtrasBatchImagesRequest,
+                           owner: str = Depends(context.owner)) -> ExtrasBatchImagesResponse:
+        """Resize several pictures with the same settings."""
+        check_extras(body)
+        pictures = [open_image(f"imageList[{i}].data", item.data, min_side=1) for i, item in enumerate(body.imageList)]
+        results: list[str] = []
+        info: dict[str, str] = {}
+        for picture in pictures:
+            encoded, info = run_extras(picture, body)
+            results.append(encoded)
+        return ExtrasBatchImagesResponse(html_info=info_html(info), images=results)
+
+    return api
+
+
+def _add_refresh(api: APIRouter, context: ApiContext, kind: str) -> None:
+    def refresh(owner: str = Depends(context.owner)) -> None:
+        return None
+
+    refresh.__doc__ = (f"Nothing to do: LoRA Studio lists the {kind} folder afresh on every call. "
+                       "Answers null, as A1111.")
+    api.add_api_route(f"/refresh-{kind}", refresh, methods=["POST"], response_model=None,
+                      name=f"refresh_{kind}")
+
+
+# ----- checkpoints, samplers, LoRAs, embeddings ---------------------------------------------------
+
+def checkpoint_item(registry: ModelRegistry, entry: ModelEntry) -> SDModelItem:
+    """One /sd-models entry. The hash is computed only for weights up to LIST_HASH_MAX_BYTES (once per
+    file version; the manager hashes the others when it loads them); sha256 is always null here."""
+    assert entry.path is not None
+    try:
+        short = registry.short_hash(entry) if _hashed_bytes(entry.path) <= LIST_HASH_MAX_BYTES else None
+    except OSError:  # removed or unreadable since it was listed
+        short = None
+    model_name = entry.name if entry.kind == "diffusers" else Path(entry.name).with_suffix("").as_posix()
+    title = f"{entry.name} [{short}]" if short else entry.name
+    return SDModelItem(title=title, model_name=model_name, hash=short, sha256=None,
+                       filename=str(entry.path.absolute()), config=None)
+
+
+def _hashed_bytes(path: Path) -> int:
+    """An upper bound of what ``short_hash`` reads: the file, or every weights file of a folder."""
+    if path.is_file():
+        return path.stat().st_size
+    return sum(f.stat().st_size for f in path.rglob("*.safetensors") if f.is_file())
+
+
+def sampler_item(name: str) -> SamplerItem:
+    spec = SAMPLERS[name]
+    options = dict(_SAMPLER_OPTIONS.get(name, {}))
+    if spec.automatic is not None:
+        options = {"scheduler": _SCHEDULE_FACTS[spec.automatic][0], **options}
+    aliases = [*spec.aliases, *_SAMPLER_EXTRA_ALIASES.get(name, ())]
+    return SamplerItem(name=name, aliases=aliases, options=options)
+
+
+def scheduler_item(label: str) -> SchedulerItem:
+    internal, aliases, rho, inner = _SCHEDULE_FACTS.get(label, (label.lower().replace(" ", "_"), None, -1.0, False))
+    return SchedulerItem(name=internal, label=label, aliases=list(aliases) if aliases else None, default_rho=rho,
+                         need_inner_model=inner)
+
+
+def lora_items(registry: ModelRegistry) -> list[LoraItem]:
+    """Each LoRA file under the name ``<lora:...>`` finds it by: the bare file stem (as A1111 users
+    write it) unless two files share it, then the path without suffix. Unreadable files are listed
+    with empty metadata (A1111 lists every file; using one gives a readable 422)."""
+    entries = [e for e in registry.loras() if e.path is not None]
+    stems = Counter(Path(e.name).stem for e in entries)
+    items = []
+    for entry in entries:
+        assert entry.path is not None
+        stem = Path(entry.name).stem
+        name = stem if stems[stem] == 1 else Path(entry.name).with_suffix("").as_posix()
+        try:
+            raw = registry.lora_info(entry.path).metadata
+        except (ValueError, OSError):  # not a LoRA LoRA Studio can read, or gone since it was listed
+            raw = {}
+        metadata = decoded_metadata(raw)
+        alias = raw.get("ss_output_name") or name
+        items.append(LoraItem(name=name, alias=alias, path=str(entry.path.absolute()), metadata=metadata))
+    return items
+
+
+def decoded_metadata(metadata: Mapping[str, str]) -> dict[str, Any]:
+    """safetensors metadata as A1111 returns it: values that hold a JSON object are decoded."""
+    decoded: dict[str, Any] = {}
+    for key, value in metadata.items():
+        if isinstance(value, str) and value.startswith("{"):
+            try:
+                decoded[key] = json.loads(value)
+                continue
+            except ValueError:
+                pass
+        decoded[key] = value
+    return decoded
+
+
+def embeddings_answer(engine: Engine, model: str | None) -> EmbeddingsResponse:
+    """The embeddings for ``model`` (None: the default model). An unknown model is a ValueError (422)."""
+    if not (model or engine.config.default_model):
+        raise ApiError(422, "No checkpoint is chosen, so it cannot be told which embeddings fit: set "
+                            "sd_model_checkpoint with POST /sdapi/v1/options.")
+    statuses, _ = engine.embeddings(model)
+    unused: dict[str, list[ModelEntry]] = {}
+    for listed in engine.registry.embeddings():
+        unused.setdefault(Path(listed.name).stem, []).append(listed)
+    loaded: dict[str, EmbeddingItem] = {}
+    skipped: dict[str, EmbeddingItem] = {}
+    for status in statuses:
+        candidates = unused.get(status.name) or []
+        entry = candidates.pop(0) if candidates else None
+        item = EmbeddingItem()
+        if status.vectors is not None and entry is not None and entry.path is not None:
+            try:
+                inversion = engine.registry.textual_inversion(entry.path, allow_pickle=engine.config.allow_pickle)
+                item = EmbeddingItem(step=inversion.step, sd_checkpoint=None,
+                                     sd_checkpoint_name=inversion.checkpoint_name,
+                                     shape=sum(inversion.widths), vectors=inversion.vector_count)
+            except ValueError:  # changed on disk since it was listed
+                item = EmbeddingItem(vectors=status.vectors)
+        (loaded if status.usable else skipped)[status.name] = item
+    return EmbeddingsResponse(loaded=loaded, skipped=skipped)
+
+
+# ----- memory ------------------------------------------------------------------------------------
+
+def ram_numbers() -> MemoryNumbers:
+    """This process's resident memory and the machine's total, as A1111 reports them (free = total - used)."""
+    total = float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    used = float(_resident_bytes())
+    return MemoryNumbers(free=max(total - used, 0.0), used=used, total=total)
+
+
+def _resident_bytes() -> int:
+    try:
+        import psutil
+
+        return int(psutil.Process(os.getpid()).memory_info().rss)
+    except ImportError:
+        pass
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        import resource
+        import sys
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # peak, the best left without /proc
+        return peak if sys.platform == "darwin" else peak * 1024
+
+
+def cuda_numbers() -> dict[str, Any]:
+    """A1111's CUDA block: device memory (system), and PyTorch's allocator counters; or an error."""
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            return {"error": "no CUDA device"}
+        free, total = torch.cuda.mem_get_info()
+        stats = torch.cuda.memory_stats()
+
+        def pair(key: str) -> dict[str, int]:
+            return {"current": int(stats.get(f"{key}.all.current", 0)), "peak": int(stats.get(f"{key}.all.peak", 0))}
+
+        return {
+            "system": {"free": free, "used": total - free, "total": total},
+            "active": pair("active_bytes"),
+            "allocated": pair("allocated_bytes"),
+            "reserved": pair("reserved_bytes"),
+            "inactive": pair("inactive_split_bytes"),
+            "events": {"retries": int(stats.get("num_alloc_retries", 0)), "oom": int(stats.get("num_ooms", 0))},
+        }
+    except Exception as exc:  # a driver problem is reported, not raised: this is a status page
+        return {"error": str(exc)}
+
+
+# ----- extras ------------------------------------------------------------------------------------
+
+def check_extras(options: ExtrasOptions) -> None:
+    """Refuse (422, naming the field) what LoRA Studio cannot do, and unknown upscalers, before any
+    picture is decoded."""
+    for field, what in (("gfpgan_visibility", "GFPGAN"), ("codeformer_visibility", "CodeFormer")):
+        if getattr(options, field) != 0:
+            raise ApiError(422, f"{field}: face restoration ({what}) is not available in LoRA Studio yet; send 0.")
+    for field in ("upscaler_1", "upscaler_2"):
+        try:
+            canonical_upscaler(getattr(options, field))
+        except ValueError as exc:
+            raise ApiError(422, f"{field}: {exc}") from None
+
+
+def run_extras(picture: Image.Image, options: ExtrasOptions) -> tuple[str, dict[str, str]]:
+    """(the resized picture as base64 PNG, A1111's "Postprocess ..." facts). The PNG keeps the input's
+    ``parameters`` text, so an upscaled generation still carries how it was made."""
+    by_factor = options.resize_mode == 0
+    size = None if by_factor else (options.upscaling_resize_w, options.upscaling_resize_h)
+    crop = options.upscaling_crop and not by_factor
+    first, second = canonical_upscaler(options.upscaler_1), canonical_upscaler(options.upscaler_2)
+    result = blend_upscalers(picture, first, second, options.extras_upscaler_2_visibility,
+                             scale=options.upscaling_resize if by_factor else None, size=size, crop=crop)
+    info: dict[str, str] = {}
+    if first != "None":
+        if by_factor:
+            info["Postprocess upscale by"] = f"{options.upscaling_resize:g}"
+        else:
+            info["Postprocess upscale to"] = f"{size[0]}x{size[1]}" if size else ""
+            if crop:
+                info["Postprocess crop to"] = f"{result.width}x{result.height}"
+        info["Postprocess upscaler"] = first
+        if second != "None" and options.extras_upscaler_2_visibility > 0:
+            info["Postprocess upscaler 2"] = second
+    parameters = picture.info.get("parameters")
+    return encode_png(result, parameters if isinstance(parameters, str) else None), info
+
+
+def info_html(info: Mapping[str, str]) -> str:
+    """A1111's html_info: the facts as one escaped paragraph ("" when nothing was done)."""
+    if not info:
+        return ""
+    return "<p>" + html.escape(", ".join(f"{key}: {value}" for key, value in info.items())) + "</p>"
