@@ -23,6 +23,7 @@ from app.engine import Img2ImgRequest, InpaintRequest, JobResult, Txt2ImgRequest
 from app.api.generate_models import StableDiffusionImg2ImgProcessingAPI, StableDiffusionTxt2ImgProcessingAPI
 from app.engine.a1111_request import (
     API_DEFAULTS,
+    HIRES_FIELDS,
     IGNORED,
     UNSUPPORTED,
     Empty,
@@ -221,9 +222,11 @@ def test_what_webuiapi_sends_by_default_is_neutral() -> None:
 
 @pytest.mark.parametrize("model", [StableDiffusionTxt2ImgProcessingAPI, StableDiffusionImg2ImgProcessingAPI])
 def test_every_api_field_is_read_refused_or_knowingly_ignored(model) -> None:
-    read = set(API_DEFAULTS) | {"sampler_name", "mask_blur", "mask", "init_images", "override_settings", "styles"}
+    read = set(API_DEFAULTS) | {"sampler_name", "mask_blur", "mask", "init_images", "override_settings", "styles",
+                                "enable_hr"} | set(HIRES_FIELDS)
     assert set(model.model_fields) <= read | set(UNSUPPORTED) | set(IGNORED)
     assert not (read & set(IGNORED)) and not (set(UNSUPPORTED) & set(IGNORED))
+    assert not (read & set(UNSUPPORTED))
 
 
 def test_info_has_a1111s_keys() -> None:
@@ -482,7 +485,8 @@ BAD_REQUESTS = [
     ("txt2img", {"steps": 0}, "greater than or equal to 1"),
     ("txt2img", {"sampler_name": "Warp drive"}, "Unknown sampler"),
     ("txt2img", {"override_settings": {"sd_model_checkpoint": "missing.safetensors [0123abcd]"}}, "No checkpoint"),
-    ("txt2img", {"enable_hr": True}, "enable_hr"),
+    ("txt2img", {"enable_hr": True, "hr_upscaler": "Magic"}, "Unknown hires upscaler"),
+    ("txt2img", {"enable_hr": True, "hr_scale": 9}, "Hires upscale"),
     ("txt2img", {"restore_faces": True}, "restore_faces"),
     ("txt2img", {"prompt": "<lora:not-there:1>"}, "not-there"),
 ]
@@ -562,3 +566,15 @@ def test_webuiapi_models_progress_and_interrupt(client, api: str) -> None:
         assert client.interrupt() == {}
         thread.join(120)
     assert results[0].status_code == 200
+
+
+def test_hires_fix_through_the_api(api: str) -> None:
+    answer = post(api, "txt2img", **{**SMALL, "enable_hr": True, "hr_scale": 2, "hr_upscaler": "Lanczos",
+                                     "hr_second_pass_steps": 4, "denoising_strength": 0.5, "seed": 6})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    picture = Image.open(io.BytesIO(base64.b64decode(body["images"][0])))
+    assert picture.size == (SMALL["width"] * 2, SMALL["height"] * 2)
+    info = json.loads(body["info"])
+    assert info["denoising_strength"] == 0.5 and info["width"] == SMALL["width"]
+    assert "Hires upscale: 2" in info["infotexts"][0] and "Hires upscaler: Lanczos" in info["infotexts"][0]

@@ -114,7 +114,6 @@ UNSUPPORTED: Mapping[str, Unsupported] = MappingProxyType(
         "seed_resize_from_w": Unsupported((-1, 0), "seed resize"),
         "restore_faces": Unsupported((False, None), "face restoration"),
         "tiling": Unsupported((False, None), "tiling"),
-        "enable_hr": Unsupported((False, None), "hires fix"),
         "eta": Unsupported((None, 0, 1), "sampler eta"),
         "s_churn": Unsupported((None, 0), "sampler churn"),
         "s_tmax": Unsupported((None, 0), "sampler tmax"),
@@ -134,12 +133,12 @@ UNSUPPORTED: Mapping[str, Unsupported] = MappingProxyType(
 )
 # Accepted and ignored, as A1111 ignores them where LoRA Studio runs: subseed without a variation
 # strength, image_cfg_scale without an instruct-pix2pix model, refiner_switch_at without a refiner,
-# hires fields without enable_hr, denoising_strength in txt2img without hires fix, save flags that
-# save_images replaces, and bookkeeping fields. Listed for readers; the mapping reads none of them.
+# hires fields without enable_hr (hr_scheduler: the hires pass keeps the first pass's schedule type),
+# save flags that save_images replaces, and bookkeeping fields. Listed for readers; the mapping reads
+# none of them.
 IGNORED: tuple[str, ...] = (
-    "subseed", "image_cfg_scale", "refiner_switch_at", "hr_scale", "hr_upscaler", "hr_second_pass_steps",
-    "hr_resize_x", "hr_resize_y", "hr_checkpoint_name", "hr_sampler_name", "hr_scheduler", "hr_prompt",
-    "hr_negative_prompt", "firstphase_width", "firstphase_height", "do_not_save_samples", "do_not_save_grid",
+    "subseed", "image_cfg_scale", "refiner_switch_at", "hr_scheduler", "firstphase_width", "firstphase_height",
+    "do_not_save_samples", "do_not_save_grid",
     "override_settings_restore_afterwards", "send_images", "include_init_images", "force_task_id",
     "comments", "mask_round",
 )
@@ -188,6 +187,35 @@ def clip_skip_value(value: object) -> int:
     if not 1 <= number <= MAX_CLIP_SKIP:
         raise ValueError(f"CLIP_stop_at_last_layers must be between 1 and {MAX_CLIP_SKIP}, got {number}.")
     return number
+
+
+# A1111's hires-fix fields -> Txt2ImgRequest's, with A1111's API defaults.
+HIRES_FIELDS: Mapping[str, tuple[str, Any]] = MappingProxyType({
+    "hr_scale": ("hr_scale", 2.0),
+    "hr_upscaler": ("hr_upscaler", "Latent"),
+    "hr_second_pass_steps": ("hr_second_pass_steps", 0),
+    "hr_resize_x": ("hr_resize_x", 0),
+    "hr_resize_y": ("hr_resize_y", 0),
+    "denoising_strength": ("denoising_strength", 0.7),
+    "hr_checkpoint_name": ("hr_checkpoint", None),
+    "hr_sampler_name": ("hr_sampler", None),
+    "hr_prompt": ("hr_prompt", ""),
+    "hr_negative_prompt": ("hr_negative_prompt", ""),
+})
+
+
+def _hires(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """Txt2ImgRequest's hires keywords for an A1111 request (none unless ``enable_hr``); an empty or
+    None checkpoint or sampler means the first pass's."""
+    if not fields.get("enable_hr"):
+        return {}
+    chosen: dict[str, Any] = {"enable_hr": True}
+    for a1111_name, (name, default) in HIRES_FIELDS.items():
+        value = fields.get(a1111_name)
+        value = default if value is None else value
+        if value not in (None, ""):
+            chosen[name] = value
+    return chosen
 
 
 def emphasis_value(value: object) -> str:
@@ -247,7 +275,7 @@ def request_from_a1111(task: A1111Task, fields: Mapping[str, Any], *, defaults: 
         styles=_styles(fields.get("styles")),
     )
     if task == "txt2img":
-        return Txt2ImgRequest(**common)
+        return Txt2ImgRequest(**common, **_hires(fields))
     common.update(init_image=_image("init_images[0]", fields.get("init_image")),
                   denoising_strength=value("denoising_strength"), resize_mode=_resize_mode(value("resize_mode")))
     mask = _image("mask", fields.get("mask"))
@@ -306,7 +334,8 @@ def a1111_info(request: GenerationRequest, result: JobResult, *, job_timestamp: 
         "sd_vae_hash": first.get("VAE hash"),
         "seed_resize_from_w": -1,
         "seed_resize_from_h": -1,
-        "denoising_strength": getattr(request, "denoising_strength", None) if is_img2img else None,
+        "denoising_strength": (getattr(request, "denoising_strength", None)
+                               if is_img2img or getattr(request, "enable_hr", False) else None),
         "extra_generation_params": {k: v for k, v in first.items() if k not in _INFO_NOT_EXTRA},
         "index_of_first_image": 0,
         "infotexts": list(result.infotexts),
