@@ -54,6 +54,8 @@ def app(tmp_path_factory: pytest.TempPathFactory):
     save_file({"emb_params": torch.randn(2, 32)}, str(models / "embeddings" / "fits-tiny.safetensors"))
     save_file({"emb_params": torch.randn(2, 768)}, str(models / "embeddings" / "for-sd15.safetensors"))
     shutil.copytree(models / "Stable-diffusion" / MODEL / "vae", models / "VAE" / "info-vae")
+    (models / "styles.csv").write_text('name,prompt,negative_prompt\nfilm,"film still of {prompt}",cartoon\n',
+                                       encoding="utf-8")
     running = start_app(workdir)
     yield running
     running.stop()
@@ -153,7 +155,7 @@ def test_embeddings_loaded_and_skipped(app: RunningApp) -> None:
 
 
 def test_features_lora_studio_lacks_answer_empty(app: RunningApp) -> None:
-    for route in ("face-restorers", "realesrgan-models", "hypernetworks", "script-info", "prompt-styles"):
+    for route in ("face-restorers", "realesrgan-models", "hypernetworks", "script-info"):
         assert get(app, route) == [], route
     assert get(app, "scripts") == {"txt2img": [], "img2img": []}
 
@@ -317,3 +319,16 @@ def test_transparency_and_modes_are_kept_sensibly() -> None:
     assert upscale(Image.new("L", (4, 4), 128), "Lanczos", scale=2).mode == "RGB"
     palette = Image.new("P", (4, 4))
     assert upscale(palette, "Nearest", scale=2).mode == "RGB"
+
+
+def test_prompt_styles_list_styles_csv_and_apply_through_txt2img(app: RunningApp) -> None:
+    assert get(app, "prompt-styles") == [{"name": "film", "prompt": "film still of {prompt}",
+                                          "negative_prompt": "cartoon"}]
+    answer = requests.post(f"{app.url}{API}/txt2img", json={"prompt": "a fox", "styles": ["film"], "steps": 2,
+                                                            "width": 64, "height": 64}, timeout=120)
+    assert answer.status_code == 200, answer.text
+    infotext = json.loads(answer.json()["info"])["infotexts"][0]
+    assert infotext.startswith("film still of a fox\nNegative prompt: cartoon\n")
+    unknown = requests.post(f"{app.url}{API}/txt2img", json={"prompt": "x", "styles": ["nope"], "steps": 2,
+                                                             "width": 64, "height": 64}, timeout=120)
+    assert unknown.status_code == 422 and "No style called 'nope'" in unknown.text

@@ -70,9 +70,35 @@ def test_quick_settings_reach_the_job_and_its_parameters(client) -> None:
     assert info.startswith("a (red:1.3) circle\n") and "Clip skip: 2" in info and "Emphasis: No norm" in info
     assert len(gallery_paths(result)) == 1
     api = client.view_api(return_format="dict", print_info=False)
-    assert [p["parameter_name"] for p in api["named_endpoints"]["/txt2img"]["parameters"]][-2:] == ["clip_skip",
-                                                                                                      "emphasis"]
+    names = [p["parameter_name"] for p in api["named_endpoints"]["/txt2img"]["parameters"]]
+    assert names[13:15] == ["clip_skip", "emphasis"] and names[15] == "enable_hr"  # hires fix after the shared 15
     assert not [name for name in api["named_endpoints"] if name.startswith("/lambda")]  # UI-only events stay hidden
+
+
+def hires(enable: bool = True, upscaler: str = "Latent", steps: int = 0, denoising: float = 0.7, scale: float = 2,
+          resize_x: int = 0, resize_y: int = 0, checkpoint: str = "Use same checkpoint",
+          sampler: str = "Use same sampler", prompt: str = "", negative_prompt: str = "") -> list:
+    """The 11 hires fix arguments /txt2img takes after the shared 15 (optional: Enable defaults to off)."""
+    return [enable, upscaler, steps, denoising, scale, resize_x, resize_y, checkpoint, sampler, prompt, negative_prompt]
+
+
+def test_hires_fix_through_the_api(client) -> None:
+    api = client.view_api(return_format="dict", print_info=False)
+    hires_params = api["named_endpoints"]["/txt2img"]["parameters"][15:]
+    assert [p["parameter_name"] for p in hires_params][:2] == ["enable_hr", "hr_upscaler"] and len(hires_params) == 11
+    assert all(p["parameter_has_default"] for p in hires_params)
+    result = client.predict(*settings("a red circle", seed=21), *hires(upscaler="Lanczos", steps=4, denoising=0.5),
+                            api_name="/txt2img")
+    (path,) = gallery_paths(result)
+    with Image.open(path) as image:
+        assert image.size == (128, 128)
+    info = result[3]
+    assert "Size: 64x64" in info and "Denoising strength: 0.5" in info
+    assert "Hires upscale: 2" in info and "Hires steps: 4" in info and "Hires upscaler: Lanczos" in info
+    resized = client.predict(*settings("a red circle", seed=21), *hires(resize_x=96, resize_y=80), api_name="/txt2img")
+    with Image.open(gallery_paths(resized)[0]) as image:
+        assert image.size == (96, 80)
+    assert "Hires resize: 96x80" in resized[3]
 
 
 def test_img2img_and_inpaint_through_the_api(app: RunningApp, client, tmp_path: Path) -> None:

@@ -365,3 +365,46 @@ def test_token_counters_quick_settings_and_the_embedding_picker(page, app: Runni
     finally:
         usable.unlink()
         skipped.unlink()
+
+
+def test_hires_fix_doubles_the_picture_and_png_info_brings_it_back(page, app: RunningApp) -> None:
+    before = saved(app, "txt2img-images")
+    page.fill("#txt2img_prompt textarea", "a hires circle")
+    set_number(page, "txt2img_steps", 4)
+    assert not page.locator("#txt2img_enable_hr").is_visible()  # closed by default
+    page.get_by_text("Hires. fix", exact=True).click()  # open the accordion
+    enable = page.locator("#txt2img_enable_hr input[type=checkbox]")
+    enable.wait_for(state="visible")
+    page.wait_for_timeout(500)  # the accordion's opening animation
+    assert not enable.is_checked()
+    wait_for_text(page, "#txt2img_hires_size", "from 64x64 to 128x128", timeout=10_000)
+    set_number(page, "txt2img_hr_scale", 1.5)
+    wait_for_text(page, "#txt2img_hires_size", "from 64x64 to 96x96", timeout=10_000)
+    set_number(page, "txt2img_hr_scale", 2)
+    wait_for_text(page, "#txt2img_hires_size", "from 64x64 to 128x128", timeout=10_000)
+    enable.check()
+    page.get_by_text("Hires prompt, sampler and checkpoint", exact=True).click()
+    page.locator("#txt2img_hr_prompt textarea").wait_for(state="visible")
+    page.wait_for_timeout(500)
+    page.locator("#txt2img_hires").screenshot(path=str(SHOTS / "hires-fix.png"))
+
+    page.click("#txt2img_generate")
+    image = gallery_image(page, "txt2img")
+    wait_for_text(page, "#txt2img_progress", "Done")
+    assert image.shape == (128, 128, 3) and image.std() > 5
+    info = page.input_value("#txt2img_info textarea")
+    assert "Size: 64x64" in info and "Hires upscale: 2" in info and "Hires upscaler: Latent" in info
+    (new,) = [p for p in saved(app, "txt2img-images") if p not in before]
+    assert Image.open(new).size == (128, 128)
+    page.screenshot(path=str(SHOTS / "hires-fix-done.png"))
+
+    enable.uncheck()
+    page.get_by_role("tab", name="PNG Info").click()
+    page.set_input_files("#png_info_image input[type=file]", str(new))
+    page.wait_for_function("() => document.querySelector('#png_info_text textarea')?.value?.includes('Hires upscale: 2')",
+                           timeout=30_000)
+    page.click("#png_info_to_txt2img")
+    page.wait_for_function("() => document.querySelector('#txt2img_enable_hr input[type=checkbox]')?.checked === true",
+                           timeout=10_000)
+    assert page.locator("#txt2img_hr_scale input[type=number]").input_value() == "2"
+    assert page.input_value("#txt2img_prompt textarea") == "a hires circle"

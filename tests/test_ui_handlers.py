@@ -175,3 +175,93 @@ def test_embedding_table_says_when_there_is_nothing_to_list(ti_engine) -> None:
     assert table.empty and list(table.columns)[0] == "Name" and note == EMPTY_NOTE
     table, note = embedding_table(ti_engine, "no-such-model")
     assert table.empty and "no-such-model" in note
+
+
+# ----- hires fix ---------------------------------------------------------------------------------
+
+HIRES_INFOTEXT = ("a red circle\nSteps: 20, Sampler: Euler a, Schedule type: Automatic, CFG scale: 7, Seed: 3, "
+                  "Size: 64x64, Model: tiny-sd1, Denoising strength: 0.5, Hires upscale: 2, Hires steps: 4, "
+                  "Hires upscaler: Lanczos, Version: x")
+
+
+def test_hires_fields_turn_slider_floats_into_request_fields() -> None:
+    from app.engine import Txt2ImgRequest
+    from app.engine.hires import hires_size
+    from app.ui.hires_controls import hires_fields
+
+    fields = hires_fields(True, "Lanczos", 4.0, 0.5, 1.5, 0.0, 96.0, "Use same checkpoint", "Euler",
+                          "a sharp circle", "")
+    assert fields == dict(enable_hr=True, hr_upscaler="Lanczos", hr_second_pass_steps=4, denoising_strength=0.5,
+                          hr_scale=1.5, hr_resize_x=0, hr_resize_y=96, hr_checkpoint="Use same checkpoint",
+                          hr_sampler="Euler", hr_prompt="a sharp circle", hr_negative_prompt="")
+    assert [type(fields[k]) for k in ("hr_second_pass_steps", "hr_resize_x", "hr_resize_y")] == [int, int, int]
+    assert type(fields["hr_scale"]) is float and type(fields["denoising_strength"]) is float
+    request = Txt2ImgRequest(width=64, height=64, steps=4, **fields)
+    request.validate()
+    assert hires_size(request) == (96, 96)
+
+
+def test_hires_fields_default_to_the_requests_defaults() -> None:
+    from app.engine import Txt2ImgRequest
+    from app.ui.hires_controls import hires_fields
+
+    fields = hires_fields(None, None, None, None, None, None, None, None, None, None, None)
+    plain = Txt2ImgRequest()
+    assert fields == {name: getattr(plain, name) for name in fields}
+    assert fields["enable_hr"] is False and fields["hr_upscaler"] == "Latent"
+    assert (fields["hr_sampler"], fields["hr_checkpoint"]) == ("Use same sampler", "Use same checkpoint")
+
+
+def test_hires_size_line_shows_the_final_size_or_nothing() -> None:
+    from app.ui.hires_controls import hires_size_text
+
+    assert hires_size_text(512.0, 512.0, 2.0, 0.0, 0.0) == "from **512x512** to **1024x1024**"
+    assert hires_size_text(64, 64, 2, 0, 0) == "from **64x64** to **128x128**"
+    assert hires_size_text(512, 768, 2, 1024, 0) == "from **512x768** to **1024x1536**"  # one side: aspect kept
+    assert hires_size_text(512, 512, 2, 640, 384) == "from **512x512** to **640x384**"
+    assert hires_size_text(512, 512, 1.3, 0, 0) == "from **512x512** to **664x664**"  # rounded down to 8
+    for bad in ((None, 512, 2, 0, 0), (512, 512, None, 0, 0), (0, 512, 2, 0, 64), (512, 512, float("nan"), 0, 0),
+                (512, 512, -1, 0, 0)):
+        assert hires_size_text(*bad) == ""
+
+
+def test_hires_values_come_back_from_an_engine_infotext() -> None:
+    from app.ui.hires_controls import hires_values_from_infotext
+
+    values = hires_values_from_infotext(HIRES_INFOTEXT)
+    assert values == [True, "Lanczos", 4, 0.5, 2.0, 0, 0, "Use same checkpoint", "Use same sampler", "", ""]
+    resized = hires_values_from_infotext(HIRES_INFOTEXT.replace("Hires upscale: 2", "Hires resize: 640x0").replace(
+        ", Version: x", ', Hires checkpoint: other, Hires sampler: DPM++ 2M Karras, Hires prompt: "a, b"'))
+    assert resized[:8] == [True, "Lanczos", 4, 0.5, 2.0, 640, 0, "other"]
+    assert resized[8:] == ["DPM++ 2M", "a, b", ""]
+    assert isinstance(hires_values_from_infotext(HIRES_INFOTEXT.replace("Lanczos", "R-ESRGAN 4x+"))[1], dict)
+    missing = hires_values_from_infotext(HIRES_INFOTEXT.replace("Hires upscale: 2", "Hires checkpoint: gone"),
+                                         checkpoints=["tiny-sd1"])
+    assert isinstance(missing[7], dict)  # gr.update(): a checkpoint this machine lacks keeps the current pick
+    plain = hires_values_from_infotext("a cat\nSteps: 4, Sampler: Euler, Seed: 1, Size: 64x64")
+    assert plain[0] is False and len(plain) == 11 and all(isinstance(v, dict) for v in plain[1:])
+
+
+def test_hires_values_from_a_real_generation_round_trip(ti_engine) -> None:
+    from app.engine import Txt2ImgRequest
+    from app.ui.hires_controls import hires_fields, hires_values_from_infotext
+
+    fields = hires_fields(True, "Lanczos", 3.0, 0.6, 1.5, 0.0, 0.0, "Use same checkpoint", "Euler", "sharp", "")
+    result = ti_engine.submit(Txt2ImgRequest(prompt="a red circle", model="tiny-sd1", steps=2, width=64, height=64,
+                                             seed=1, save=False, **fields)).wait(timeout=120)
+    assert result.images[0].size == (96, 96)
+    values = hires_values_from_infotext(result.infotexts[0])
+    assert values == [True, "Lanczos", 3, 0.6, 1.5, 0, 0, "Use same checkpoint", "Euler", "sharp", ""]
+    assert hires_fields(*values) == fields
+
+
+def test_sending_to_txt2img_fills_the_hires_controls(ti_engine) -> None:
+    from app.ui.send_to import target_values
+
+    class Tab:  # only what target_values reads of a GenerateTab
+        hires = object()
+
+    values = target_values(ti_engine, HIRES_INFOTEXT, Tab())  # type: ignore[arg-type]
+    assert len(values) == 15 + 11 and values[0] == "tiny-sd1" and values[15:20] == [True, "Lanczos", 4, 0.5, 2.0]
+    Tab.hires = None
+    assert len(target_values(ti_engine, HIRES_INFOTEXT, Tab())) == 15  # type: ignore[arg-type]

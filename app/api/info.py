@@ -128,8 +128,9 @@ def router(context: ApiContext) -> APIRouter:
 
     @api.get("/prompt-styles", response_model=list[PromptStyleItem])
     def prompt_styles(owner: str = Depends(context.owner)) -> list[PromptStyleItem]:
-        """Saved styles (none yet)."""
-        return []
+        """The styles of models/styles.csv (A1111's format), read now."""
+        return [PromptStyleItem(name=style.name, prompt=style.prompt, negative_prompt=style.negative_prompt)
+                for style in context.engine.styles.styles()]
 
     @api.get("/cmd-flags", response_model=dict[str, Any])
     def cmd_flags(owner: str = Depends(context.owner)) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from app.ui.generate_tab import quick_settings
 from app.ui.img2img_tab import build_img2img_tab
 from app.ui.inpaint_tab import build_inpaint_tab
 from app.ui.png_info_tab import build_png_info_tab
-from app.ui.send_to import settings_values, wire_send_to
+from app.ui.send_to import target_inputs, target_values, wire_send_to
 from app.training.job import Training
 from app.ui.train_tab import build_train_tab, use_in_prompt
 from app.ui.txt2img_tab import build_txt2img_tab
@@ -70,8 +70,8 @@ def build_ui(engine: Engine, training: Training) -> gr.Blocks:
                 train = build_train_tab(engine, training)
 
         for button, target, tab_id in ((to_txt2img, txt2img, "txt2img"), (to_img2img, img2img, "img2img")):
-            button.click(lambda text: settings_values(engine, text), info_text, target.settings.as_list(),
-                         api_name=False, queue=False).then(
+            button.click(lambda text, target=target: target_values(engine, text, target), info_text,
+                         target_inputs(target), api_name=False, queue=False).then(
                 lambda tab_id=tab_id: gr.Tabs(selected=tab_id), None, tabs, api_name=False, queue=False)
         wire_send_to(engine, tabs, {"txt2img": txt2img, "img2img": img2img, "inpaint": inpaint}, img2img, inpaint)
         train.use_in_txt2img.click(use_in_prompt, [train.trained_lora, txt2img.settings.prompt],

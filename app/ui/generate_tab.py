@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
@@ -17,6 +17,9 @@ from app.ui.embedding_picker import embedding_picker
 from app.ui.lora_picker import lora_choices, lora_picker
 from app.ui.progress import progress_html
 from app.ui.token_counter import token_counter, wire_token_counters
+
+if TYPE_CHECKING:
+    from app.ui.hires_controls import HiresControls
 
 log = logging.getLogger(__name__)
 
@@ -287,3 +290,4 @@ class GenerateTab:
     settings: SettingsControls
     outputs: OutputControls
     source_image: gr.components.Component | None = None  # the picture an img2img/inpaint job starts from
+    hires: HiresControls | None = None  # txt2img's hires fix, which "send to" fills too

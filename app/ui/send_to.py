@@ -1,4 +1,6 @@
-"""Moving a picture and its parameters between tabs: PNG info -> txt2img/img2img, results -> img2img/inpaint."""
+"""Moving a picture and its parameters between tabs: PNG info -> txt2img/img2img, results -> img2img/inpaint.
+
+A target tab with hires fix controls (txt2img) gets those from the infotext too."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from PIL import Image
 from app.engine import Engine
 from app.engine.prompt_parser import EMPHASIS_MODES
 from app.ui.generate_tab import AUTOMATIC_VAE, GenerateTab, model_choices, selected_infotext
+from app.ui.hires_controls import hires_values_from_infotext
 from app.ui.png_info_tab import fields_from_infotext
 
 
@@ -27,6 +30,19 @@ def settings_values(engine: Engine, infotext: str) -> list[Any]:
     if values[-1] not in EMPHASIS_MODES:
         values[-1] = gr.update()
     return values
+
+
+def target_inputs(target: GenerateTab) -> list[gr.components.Component]:
+    """The controls of ``target`` that an infotext fills: its settings, then its hires controls if it has them."""
+    return target.settings.as_list() + (target.hires.as_list() if target.hires else [])
+
+
+def target_values(engine: Engine, infotext: str, target: GenerateTab) -> list[Any]:
+    """Values for target_inputs(target) from an infotext (a readable error when there is none)."""
+    values = settings_values(engine, infotext)
+    if target.hires is None:
+        return values
+    return values + hires_values_from_infotext(infotext, checkpoints=model_choices(engine)[0])
 
 
 def selected_picture(gallery: list | None, selected: int | None) -> Image.Image:
@@ -60,8 +76,8 @@ def wire_send_to(engine: Engine, tabs: gr.Tabs, sources: dict[str, GenerateTab],
                      target=target) -> list:
                 picture = selected_picture(gallery, selected)
                 text = selected_infotext(infotexts, selected)
-                values = settings_values(engine, text) if text else [gr.update()] * len(target.settings.as_list())
+                values = target_values(engine, text, target) if text else [gr.update()] * len(target_inputs(target))
                 return [wrap(picture), *values, gr.Tabs(selected=tab_id)]
 
             button.click(send, [out.gallery, out.infotexts, out.selected],
-                         [target.source_image, *target.settings.as_list(), tabs], api_name=False, queue=False)
+                         [target.source_image, *target_inputs(target), tabs], api_name=False, queue=False)
