@@ -223,7 +223,7 @@ def test_what_webuiapi_sends_by_default_is_neutral() -> None:
 @pytest.mark.parametrize("model", [StableDiffusionTxt2ImgProcessingAPI, StableDiffusionImg2ImgProcessingAPI])
 def test_every_api_field_is_read_refused_or_knowingly_ignored(model) -> None:
     read = set(API_DEFAULTS) | {"sampler_name", "mask_blur", "mask", "init_images", "override_settings", "styles",
-                                "enable_hr"} | set(HIRES_FIELDS)
+                                "enable_hr", "tiling"} | set(HIRES_FIELDS)
     assert set(model.model_fields) <= read | set(UNSUPPORTED) | set(IGNORED)
     assert not (read & set(IGNORED)) and not (set(UNSUPPORTED) & set(IGNORED))
     assert not (read & set(UNSUPPORTED))

@@ -113,7 +113,6 @@ UNSUPPORTED: Mapping[str, Unsupported] = MappingProxyType(
         "seed_resize_from_h": Unsupported((-1, 0), "seed resize"),
         "seed_resize_from_w": Unsupported((-1, 0), "seed resize"),
         "restore_faces": Unsupported((False, None), "face restoration"),
-        "tiling": Unsupported((False, None), "tiling"),
         "eta": Unsupported((None, 0, 1), "sampler eta"),
         "s_churn": Unsupported((None, 0), "sampler churn"),
         "s_tmax": Unsupported((None, 0), "sampler tmax"),
@@ -273,6 +272,7 @@ def request_from_a1111(task: A1111Task, fields: Mapping[str, Any], *, defaults: 
         emphasis=emphasis_value(settings["emphasis"]),
         save=bool(value("save_images")),
         styles=_styles(fields.get("styles")),
+        tiling=bool(fields.get("tiling")),
     )
     if task == "txt2img":
         return Txt2ImgRequest(**common, **_hires(fields))

@@ -194,6 +194,7 @@ def format_infotext(
             "VAE hash": vae_hash or None,
             "VAE": vae_name or None,
             "Clip skip": request.clip_skip if request.clip_skip > 1 else None,
+            "Tiling": True if getattr(request, "tiling", False) else None,
         }
     )
     if request.task in ("img2img", "inpaint") or getattr(request, "enable_hr", False):
@@ -365,6 +366,8 @@ def request_from_infotext(text: str, task: str = "txt2img") -> GenerationRequest
     fields.update(_sampler_fields(params))
     if params.get("Emphasis"):
         fields["emphasis"] = params["Emphasis"]
+    if params.get("Tiling") == "True":
+        fields["tiling"] = True
     return REQUEST_TYPES[task](**fields)
 
 

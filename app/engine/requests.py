@@ -56,6 +56,7 @@ class GenerationRequest:
     clip_skip: int = 1  # A1111 numbering: 1 = last layer, 2 = penultimate
     emphasis: str = "Original"  # how (text:1.2) weights reach the conditioning: one of EMPHASIS_MODES
     styles: tuple[str, ...] = ()  # names from styles.csv, applied by Engine.submit (the infotext shows the result)
+    tiling: bool = False  # seamless, tileable pictures (circular padding in the UNet and VAE for this job)
     save: bool = True
 
     task: TaskName = field(default="txt2img", init=False)

@@ -7,6 +7,7 @@ seed gives the same pixels on any device.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import time
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from app.engine.requests import (
     Txt2ImgRequest,
 )
 from app.engine.samplers import make_scheduler, resolve_sampler
+from app.engine.tiling import circular_padding
 
 VERSION = "lora-studio 0.1.0"
 
@@ -147,20 +149,21 @@ def run_generation(ctx: JobContext, request: GenerationRequest, manager: ModelMa
         batch_seeds = seeds[batch_index * request.batch_size:(batch_index + 1) * request.batch_size]
         reporter = StepReporter(ctx, previewer, settings.preview_every, request, batch_index, clock,
                                 steps_after=second_steps(request) if hires else 0)
-        images = pipe(
-            **inputs.pipeline_kwargs,
-            **common_kwargs(request),
-            **conditioned_call(conditioning, request.batch_size, reporter),
-            generator=[torch.Generator("cpu").manual_seed(s) for s in batch_seeds],
-            output_type="latent" if hires and is_latent(request.hr_upscaler) else "pil",
-        ).images
-        ctx.check_cancelled()
-        if hires:
-            assert isinstance(request, Txt2ImgRequest)
-            images = hires_pass(ctx, request, images, batch_seeds, loaded, loras, vae, manager,
-                                StepReporter(ctx, previewer, settings.preview_every, request, batch_index, clock,
-                                             steps_before=reporter.done))
+        with circular_padding(pipe.unet, pipe.vae) if request.tiling else contextlib.nullcontext():
+            images = pipe(
+                **inputs.pipeline_kwargs,
+                **common_kwargs(request),
+                **conditioned_call(conditioning, request.batch_size, reporter),
+                generator=[torch.Generator("cpu").manual_seed(s) for s in batch_seeds],
+                output_type="latent" if hires and is_latent(request.hr_upscaler) else "pil",
+            ).images
             ctx.check_cancelled()
+            if hires:
+                assert isinstance(request, Txt2ImgRequest)
+                images = hires_pass(ctx, request, images, batch_seeds, loaded, loras, vae, manager,
+                                    StepReporter(ctx, previewer, settings.preview_every, request, batch_index, clock,
+                                                 steps_before=reporter.done))
+                ctx.check_cancelled()
         images = [inputs.finish(image) for image in images]
         ctx.emit("saving", batch_index=batch_index, batch_count=request.batch_count)
         for image, seed in zip(images, batch_seeds):
@@ -188,6 +191,7 @@ def hires_pass(ctx: JobContext, request: Txt2ImgRequest, first: Any, seeds: list
         assert second.adapters is not None
         second.adapters.activate(loras)
     pipe = second.pipeline("img2img", vae, request.vae)
+    tiling = circular_padding(pipe.unet, pipe.vae) if request.tiling else contextlib.nullcontext()
     sampler = request.sampler if request.hr_sampler in ("", SAME_SAMPLER) else request.hr_sampler
     pipe.scheduler = make_scheduler(second.scheduler_config, *resolve_sampler(sampler, request.schedule_type))
     if is_latent(request.hr_upscaler):
@@ -201,12 +205,13 @@ def hires_pass(ctx: JobContext, request: Txt2ImgRequest, first: Any, seeds: list
                                        request.hr_negative_prompt or request.negative_prompt, steps, loras=loras,
                                        clip_skip=request.clip_skip, emphasis=request.emphasis,
                                        allow_pickle=manager.config.allow_pickle)
-    return pipe(
-        image=start, strength=request.denoising_strength, num_inference_steps=steps,
-        guidance_scale=request.cfg_scale, num_images_per_prompt=len(seeds),
-        **conditioned_call(conditioning, len(seeds), reporter),
-        generator=[torch.Generator("cpu").manual_seed(s) for s in seeds], output_type="pil",
-    ).images
+    with tiling:  # the first pass's modules are tiled already; a second checkpoint's need it too
+        return pipe(
+            image=start, strength=request.denoising_strength, num_inference_steps=steps,
+            guidance_scale=request.cfg_scale, num_images_per_prompt=len(seeds),
+            **conditioned_call(conditioning, len(seeds), reporter),
+            generator=[torch.Generator("cpu").manual_seed(s) for s in seeds], output_type="pil",
+        ).images
 
 
 def resolve_loras(request: GenerationRequest, registry: ModelRegistry) -> tuple[str, list[ActiveLora]]:
