@@ -16,6 +16,7 @@ from diffusers import (
     HeunDiscreteScheduler,
     KDPM2AncestralDiscreteScheduler,
     KDPM2DiscreteScheduler,
+    LCMScheduler,
     LMSDiscreteScheduler,
     PNDMScheduler,
     UniPCMultistepScheduler,
@@ -85,6 +86,8 @@ EXPECTED: dict[str, tuple[type, dict[str, object], tuple[str, ...], str]] = {
         OWN,
         "own",
     ),
+    "LCM": (LCMScheduler, {"original_inference_steps": 50, "timestep_spacing": "leading", "steps_offset": 1}, OWN,
+            "own"),
     "DEIS": (DEISMultistepScheduler, {"solver_order": 3}, ALL, "Uniform"),
 }
 
@@ -107,7 +110,7 @@ def test_names_are_a1111_names() -> None:
     assert set(SAMPLER_NAMES) == set(EXPECTED)
     # A1111's dropdown order, LoRA Studio's DEIS last.
     assert SAMPLER_NAMES == ("DPM++ 2M", "DPM++ SDE", "DPM++ 2M SDE", "DPM++ 2M SDE Heun", "Euler a", "Euler",
-                             "LMS", "Heun", "DPM2", "DPM2 a", "DDIM", "PLMS", "UniPC", "DEIS")
+                             "LMS", "Heun", "DPM2", "DPM2 a", "DDIM", "PLMS", "UniPC", "LCM", "DEIS")
     assert len(set(SAMPLER_NAMES)) == len(SAMPLER_NAMES)
     assert SCHEDULE_TYPES == ALL
     for name in SAMPLER_NAMES:
@@ -192,7 +195,7 @@ def test_beta_is_a1111s_beta_schedule() -> None:
     """A1111 1.9+ "Beta": sigma_min + ppf(1 - linspace(0, 1, n); 0.6, 0.6) * (sigma_max - sigma_min), then 0."""
     scipy_stats = pytest.importorskip("scipy.stats")
     offered = [name for name in SAMPLER_NAMES if "Beta" in supported_schedule_types(name)]
-    assert offered == [name for name in SAMPLER_NAMES if name not in ("Euler a", "DDIM", "PLMS", "UniPC")]
+    assert offered == [name for name in SAMPLER_NAMES if name not in ("Euler a", "DDIM", "PLMS", "UniPC", "LCM")]
     for name in offered:
         assert make_scheduler(sd_config(), name, "Beta").config.use_beta_sigmas is True, name
         assert make_scheduler(sd_config(), name, "Karras").config.use_beta_sigmas is False, name
@@ -270,7 +273,8 @@ def test_unknown_names_raise_clear_errors() -> None:
     with pytest.raises(ValueError, match="Choose a sampler"):
         resolve_sampler("")
     # A1111 samplers and schedules that diffusers cannot run faithfully here say so.
-    for name in ("DPM++ 2S a", "DPM++ 2S a Karras", "DPM++ 3M SDE Exponential", "Restart", "DPM fast", "k_dpm_ad"):
+    for name in ("DPM++ 2S a", "DPM++ 2S a Karras", "DPM++ 3M SDE Exponential", "Restart", "DPM fast", "k_dpm_ad",
+                 "DPM adaptive", "DDIM CFG++"):
         with pytest.raises(ValueError, match="not available in LoRA Studio"):
             resolve_sampler(name)
     with pytest.raises(ValueError, match="'Polyexponential' is not available"):

@@ -62,6 +62,7 @@ from diffusers import (
     HeunDiscreteScheduler,
     KDPM2AncestralDiscreteScheduler,
     KDPM2DiscreteScheduler,
+    LCMScheduler,
     LMSDiscreteScheduler,
     PNDMScheduler,
     UniPCMultistepScheduler,
@@ -303,6 +304,15 @@ _SPECS: tuple[SamplerSpec, ...] = (
         schedule_types=_OWN_SCHEDULE,
         sigma_based=False,
     ),
+    _spec(  # diffusers' LCM solver: its own timesteps (LCM's 50-step grid) and boundary scalings
+        "LCM",
+        LCMScheduler,
+        overrides={"original_inference_steps": 50, "timestep_spacing": "leading", "steps_offset": 1,
+                   "set_alpha_to_one": True},
+        schedule_types=_OWN_SCHEDULE,
+        sigma_based=False,
+        aliases=("k_lcm",),
+    ),
     _spec(
         "DEIS",
         DEISMultistepScheduler,
@@ -324,7 +334,6 @@ _UNAVAILABLE_SAMPLERS: Mapping[str, str] = MappingProxyType(
         "DPM adaptive": "diffusers has no equivalent scheduler",
         "Restart": "diffusers has no equivalent scheduler",
         "DDIM CFG++": "diffusers has no equivalent scheduler",
-        "LCM": "it needs an LCM model or LoRA and is not offered yet",
     }
 )
 _UNAVAILABLE_AUTOMATIC: Mapping[str, str] = MappingProxyType(
@@ -337,7 +346,6 @@ _UNAVAILABLE_SAMPLER_ALIASES: Mapping[str, str] = MappingProxyType(
         "k_dpm_fast": "DPM fast",
         "k_dpm_ad": "DPM adaptive",
         "restart": "Restart",
-        "k_lcm": "LCM",
     }
 )
 
