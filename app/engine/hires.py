@@ -24,7 +24,7 @@ LATENT_MODES: dict[str, tuple[str, bool]] = {  # A1111's names -> (torch mode, a
     "Latent (nearest)": ("nearest", False),
     "Latent (nearest-exact)": ("nearest-exact", False),
 }
-PIXEL_UPSCALERS = {"Lanczos": Image.LANCZOS, "Nearest": Image.NEAREST, "None": Image.LANCZOS}
+PIXEL_UPSCALERS = ("Lanczos", "Nearest", "None")  # app.engine.resize's built-in ones ("None": Lanczos to size)
 HIRES_UPSCALERS = (*LATENT_MODES, *PIXEL_UPSCALERS)
 SIZE_MULTIPLE = 8  # hires sizes are rounded down to it, as every size of a request
 
@@ -53,7 +53,7 @@ def hires_size(request: Any) -> tuple[int, int]:
     return tuple(max(SIZE_MULTIPLE, side // SIZE_MULTIPLE * SIZE_MULTIPLE) for side in size)  # type: ignore[return-value]
 
 
-def _cover_size(request: Any) -> tuple[int, int]:
+def _cover_size(request: Any) -> tuple[int, int]:  # the latent path's; pixels go through resize.upscale
     """The size the first picture is scaled to before cropping to ``hires_size`` (both resize sides given)."""
     target_w, target_h = hires_size(request)
     if not (request.hr_resize_x and request.hr_resize_y):
@@ -80,12 +80,10 @@ def upscale_latents(latents: torch.Tensor, request: Any, factor: int) -> torch.T
 
 
 def upscale_picture(picture: Image.Image, request: Any) -> Image.Image:
-    """The first picture at the hires size with a pixel upscaler (cropped from the centre to fit)."""
-    cover_w, cover_h = _cover_size(request)
-    target_w, target_h = hires_size(request)
-    scaled = picture.resize((cover_w, cover_h), PIXEL_UPSCALERS[request.hr_upscaler])
-    left, top = (cover_w - target_w) // 2, (cover_h - target_h) // 2
-    return scaled.crop((left, top, left + target_w, top + target_h))
+    """The first picture at the hires size with a pixel upscaler (scaled to cover it, cropped from the centre)."""
+    from app.engine.resize import upscale  # resize imports this module's latent modes
+
+    return upscale(picture, request.hr_upscaler, size=hires_size(request), crop=True)
 
 
 def hires_infotext(request: Any) -> dict[str, object]:

@@ -24,15 +24,10 @@ import math
 
 from PIL import Image
 
+from app.engine.hires import LATENT_MODES
+
 BUILTIN_UPSCALERS: tuple[str, ...] = ("None", "Lanczos", "Nearest")
-LATENT_UPSCALE_MODES: tuple[str, ...] = (
-    "Latent",
-    "Latent (antialiased)",
-    "Latent (bicubic)",
-    "Latent (bicubic antialiased)",
-    "Latent (nearest)",
-    "Latent (nearest-exact)",
-)
+LATENT_UPSCALE_MODES: tuple[str, ...] = tuple(LATENT_MODES)  # hires fix's latent upscalers, A1111's names
 MAX_SIDE = 8192  # pixels a side of any result
 
 _FILTERS = {"None": Image.Resampling.LANCZOS, "Lanczos": Image.Resampling.LANCZOS,
