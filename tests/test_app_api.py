@@ -15,11 +15,18 @@ from app.engine.outputs import read_parameters
 from app_server import RunningApp, start_app
 
 MODEL = "tiny-random-sd1"
+STYLES_CSV = '''name,prompt,negative_prompt
+cinematic,"cinematic still of {prompt}, film grain","cartoon"
+quality,"masterpiece, best quality","lowres"
+'''
 
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory):
-    running = start_app(tmp_path_factory.mktemp("app"), "--max-upload-mb", "1")
+    workdir = tmp_path_factory.mktemp("app")
+    (workdir / "models").mkdir()
+    (workdir / "models" / "styles.csv").write_text(STYLES_CSV, encoding="utf-8")  # there when the app starts
+    running = start_app(workdir, "--max-upload-mb", "1")
     yield running
     running.stop()
 
@@ -32,9 +39,12 @@ def client(app: RunningApp):
 
 
 def settings(prompt: str, seed: int = 7, steps: int = 4, vae: str = "Automatic", clip_skip: int = 1,
-             emphasis: str = "Original") -> list:
-    """The 15 shared arguments: the 13 of the tab, then the page's quick settings (clip skip, emphasis)."""
-    return [MODEL, vae, prompt, "", "Euler a", "Automatic", steps, 7, 64, 64, seed, 1, 1, clip_skip, emphasis]
+             emphasis: str = "Original", styles: list[str] | None = None, tiling: bool = False,
+             negative_prompt: str = "") -> list:
+    """The 17 shared arguments: the 13 of the tab, the page's quick settings (clip skip, emphasis), then the
+    tab's styles and tiling."""
+    return [MODEL, vae, prompt, negative_prompt, "Euler a", "Automatic", steps, 7, 64, 64, seed, 1, 1, clip_skip,
+            emphasis, styles or [], tiling]
 
 
 def gallery_paths(result: tuple) -> list[Path]:
@@ -71,20 +81,21 @@ def test_quick_settings_reach_the_job_and_its_parameters(client) -> None:
     assert len(gallery_paths(result)) == 1
     api = client.view_api(return_format="dict", print_info=False)
     names = [p["parameter_name"] for p in api["named_endpoints"]["/txt2img"]["parameters"]]
-    assert names[13:15] == ["clip_skip", "emphasis"] and names[15] == "enable_hr"  # hires fix after the shared 15
+    assert names[13:17] == ["clip_skip", "emphasis", "styles", "tiling"]
+    assert names[17] == "enable_hr"  # hires fix after the shared 17
     assert not [name for name in api["named_endpoints"] if name.startswith("/lambda")]  # UI-only events stay hidden
 
 
 def hires(enable: bool = True, upscaler: str = "Latent", steps: int = 0, denoising: float = 0.7, scale: float = 2,
           resize_x: int = 0, resize_y: int = 0, checkpoint: str = "Use same checkpoint",
           sampler: str = "Use same sampler", prompt: str = "", negative_prompt: str = "") -> list:
-    """The 11 hires fix arguments /txt2img takes after the shared 15 (optional: Enable defaults to off)."""
+    """The 11 hires fix arguments /txt2img takes after the shared 17 (optional: Enable defaults to off)."""
     return [enable, upscaler, steps, denoising, scale, resize_x, resize_y, checkpoint, sampler, prompt, negative_prompt]
 
 
 def test_hires_fix_through_the_api(client) -> None:
     api = client.view_api(return_format="dict", print_info=False)
-    hires_params = api["named_endpoints"]["/txt2img"]["parameters"][15:]
+    hires_params = api["named_endpoints"]["/txt2img"]["parameters"][17:]
     assert [p["parameter_name"] for p in hires_params][:2] == ["enable_hr", "hr_upscaler"] and len(hires_params) == 11
     assert all(p["parameter_has_default"] for p in hires_params)
     result = client.predict(*settings("a red circle", seed=21), *hires(upscaler="Lanczos", steps=4, denoising=0.5),
@@ -99,6 +110,35 @@ def test_hires_fix_through_the_api(client) -> None:
     with Image.open(gallery_paths(resized)[0]) as image:
         assert image.size == (96, 80)
     assert "Hires resize: 96x80" in resized[3]
+
+
+def test_styles_and_tiling_through_the_api(client) -> None:
+    result = client.predict(*settings("a red fox", seed=3, styles=["cinematic", "quality"], negative_prompt="blurry"),
+                            api_name="/txt2img")
+    info = result[3]
+    assert info.startswith("cinematic still of a red fox, film grain, masterpiece, best quality\n"
+                           "Negative prompt: blurry, cartoon, lowres\n")  # the prompt as run, as A1111 saves it
+    assert "Tiling" not in info and len(gallery_paths(result)) == 1
+    api = client.view_api(return_format="dict", print_info=False)
+    for endpoint in ("/txt2img", "/img2img", "/inpaint"):
+        names = [p["parameter_name"] for p in api["named_endpoints"][endpoint]["parameters"]]
+        assert names[15:17] == ["styles", "tiling"], endpoint
+    tiled = client.predict(*settings("a red fox", seed=3, tiling=True), api_name="/txt2img")
+    assert "Tiling: True" in tiled[3] and tiled[3].startswith("a red fox\n")
+
+
+def test_styles_added_while_running_are_used_and_unknown_ones_are_readable_errors(app: RunningApp, client) -> None:
+    from gradio_client.exceptions import AppError
+
+    path = app.models_dir / "styles.csv"
+    path.write_text(STYLES_CSV + 'late,"{prompt}, added later",\n', encoding="utf-8")
+    try:
+        result = client.predict(*settings("a fox", styles=["late"]), api_name="/txt2img")
+        assert result[3].startswith("a fox, added later\n")
+        with pytest.raises(AppError, match="No style called 'nope'"):
+            client.predict(*settings("x", styles=["nope"]), api_name="/txt2img")
+    finally:
+        path.write_text(STYLES_CSV, encoding="utf-8")
 
 
 def test_img2img_and_inpaint_through_the_api(app: RunningApp, client, tmp_path: Path) -> None:

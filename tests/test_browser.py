@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from app.bootstrap import CHROMIUM
+from app.engine.styles import StyleLibrary
 from app_server import ARTIFACTS, RunningApp, start_app
 
 playwright_api = pytest.importorskip("playwright.sync_api")
@@ -408,3 +409,63 @@ def test_hires_fix_doubles_the_picture_and_png_info_brings_it_back(page, app: Ru
                            timeout=10_000)
     assert page.locator("#txt2img_hr_scale input[type=number]").input_value() == "2"
     assert page.input_value("#txt2img_prompt textarea") == "a hires circle"
+
+
+def test_styles_apply_save_and_reach_the_job_with_tiling(page, app: RunningApp) -> None:
+    styles_file = app.models_dir / "styles.csv"
+    styles_file.write_text('name,prompt,negative_prompt\n'
+                           'cinematic,"cinematic still of {prompt}, film grain",cartoon\n'
+                           'quality,"masterpiece, best quality",lowres\n', encoding="utf-8")
+    try:
+        page.fill("#txt2img_prompt textarea", "a red fox")
+        page.fill("#txt2img_negative textarea", "blurry")
+        page.click("#txt2img_refresh")  # the file is new since the page loaded
+        page.locator("#txt2img_styles input").click()
+        page.get_by_role("option", name="cinematic").click()
+        page.keyboard.press("Escape")
+        page.click("#txt2img_styles_apply")
+        page.wait_for_function("() => document.querySelector('#txt2img_prompt textarea')?.value"
+                               "  === 'cinematic still of a red fox, film grain'", timeout=10_000)
+        assert page.input_value("#txt2img_negative textarea") == "blurry, cartoon"
+        page.wait_for_function("() => !document.querySelector('#txt2img_styles')?.innerText.includes('cinematic')",
+                               timeout=10_000)  # the selection is cleared once applied
+
+        assert not page.locator("#txt2img_style_name").is_visible()
+        page.click("#txt2img_styles_save")
+        page.locator("#txt2img_style_name textarea, #txt2img_style_name input").first.fill("my fox")
+        page.locator("#txt2img_styles_save_row").screenshot(path=str(SHOTS / "styles-save-row.png"))
+        page.click("#txt2img_style_confirm")
+        wait_for_text(page, "#txt2img_styles_note", "Saved style my fox", timeout=10_000)
+        page.locator("#txt2img_style_name").wait_for(state="hidden", timeout=10_000)
+        saved_style = StyleLibrary(styles_file).find(["my fox"])[0]
+        assert (saved_style.prompt, saved_style.negative_prompt) == ("cinematic still of a red fox, film grain",
+                                                                     "blurry, cartoon")
+        page.locator("#txt2img_styles input").click()
+        page.get_by_role("option", name="my fox").wait_for(timeout=10_000)  # the new name is offered
+        page.get_by_role("option", name="quality").click()  # selected, not applied: the job applies it
+        page.keyboard.press("Escape")
+        wait_for_text(page, "#txt2img_styles", "quality", timeout=10_000)
+        page.locator("#txt2img_tiling input[type=checkbox]").check()
+        page.wait_for_timeout(300)
+        scroll = page.evaluate("window.scrollY")  # boxes are in the viewport, a full-page clip in the page
+        top = page.locator("#txt2img_model").bounding_box()
+        bottom = page.locator("#txt2img_styles_note").bounding_box()
+        page.screenshot(path=str(SHOTS / "styles-picker.png"), full_page=True,
+                        clip={"x": 0, "y": top["y"] + scroll - 10, "width": VIEWPORT["width"] / 2 + 20,
+                              "height": bottom["y"] + bottom["height"] - top["y"] + 20})
+        page.locator("#txt2img_tiling").screenshot(path=str(SHOTS / "tiling.png"))
+
+        page.click("#txt2img_generate")
+        gallery_image(page, "txt2img")
+        info = page.input_value("#txt2img_info textarea")
+        assert info.startswith("cinematic still of a red fox, film grain, masterpiece, best quality\n"
+                               "Negative prompt: blurry, cartoon, lowres\n")
+        assert "Tiling: True" in info
+        assert page.input_value("#txt2img_prompt textarea") == "cinematic still of a red fox, film grain"
+
+        page.get_by_role("tab", name="img2img").click()  # every tab's picker lists the saved style
+        page.locator("#img2img_styles input").click()
+        page.get_by_role("option", name="my fox").wait_for(timeout=10_000)
+        page.keyboard.press("Escape")
+    finally:
+        styles_file.unlink(missing_ok=True)

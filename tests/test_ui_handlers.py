@@ -33,7 +33,7 @@ def test_png_info_reads_parameters_and_fills_fields(tmp_path) -> None:
     assert read == text and fields["Seed"] == "99" and fields["Size-1"] == "96"
     values = fields_from_infotext(read)
     assert values == ["tiny", "Automatic", "a cat, sitting", "dog", "DPM++ 2M", "Karras", 12, 5.5, 96, 64, 99, 1, 1, 1,
-                      "Original"]
+                      "Original", [], False]
     assert read_png_info(Image.new("RGB", (4, 4)))[0] == "This image carries no generation parameters."
 
 
@@ -114,9 +114,9 @@ def test_an_a1111_infotext_fills_every_field_byte_for_byte() -> None:
             "Model: tiny, Clip skip: 2, Emphasis: No norm, Version: v1.10.1")
     values = fields_from_infotext(text)
     assert values == ["tiny", "Automatic", A1111_PROMPT, A1111_NEGATIVE, "Euler a", "Automatic", 20, 7.0, 512, 768, 5,
-                      1, 1, 2, "No norm"]
+                      1, 1, 2, "No norm", [], False]
     plain = fields_from_infotext("a cat\nSteps: 4, Sampler: Euler, Seed: 1, Size: 64x64")
-    assert plain[-2:] == [1, "Original"]  # not written means A1111's defaults
+    assert plain[-4:] == [1, "Original", [], False]  # not written means A1111's defaults
 
 
 def test_send_to_keeps_the_quick_settings_it_cannot_use(ti_engine) -> None:
@@ -124,7 +124,8 @@ def test_send_to_keeps_the_quick_settings_it_cannot_use(ti_engine) -> None:
 
     values = settings_values(ti_engine, "a cat\nSteps: 4, Sampler: Euler, Seed: 1, Size: 64x64, Model: tiny-sd1, "
                                         "Clip skip: 2, Emphasis: Sideways")
-    assert values[0] == "tiny-sd1" and values[-2] == 2 and isinstance(values[-1], dict)  # gr.update(): unchanged
+    assert values[0] == "tiny-sd1" and values[13] == 2 and isinstance(values[14], dict)  # gr.update(): unchanged
+    assert values[15:] == [[], False]  # the infotext's prompt is already styled: no style is selected again
 
 
 def test_token_counter_shows_tokens_over_the_chunk_target(ti_engine) -> None:
@@ -262,6 +263,96 @@ def test_sending_to_txt2img_fills_the_hires_controls(ti_engine) -> None:
         hires = object()
 
     values = target_values(ti_engine, HIRES_INFOTEXT, Tab())  # type: ignore[arg-type]
-    assert len(values) == 15 + 11 and values[0] == "tiny-sd1" and values[15:20] == [True, "Lanczos", 4, 0.5, 2.0]
+    assert len(values) == 17 + 11 and values[0] == "tiny-sd1" and values[17:22] == [True, "Lanczos", 4, 0.5, 2.0]
     Tab.hires = None
-    assert len(target_values(ti_engine, HIRES_INFOTEXT, Tab())) == 15  # type: ignore[arg-type]
+    assert len(target_values(ti_engine, HIRES_INFOTEXT, Tab())) == 17  # type: ignore[arg-type]
+
+
+# ----- styles and tiling -------------------------------------------------------------------------
+
+STYLES_CSV = '''name,prompt,negative_prompt
+cinematic,"cinematic still of {prompt}, (film grain:1.2)","cartoon, drawing"
+quality,"masterpiece, best quality","lowres, (worst quality:1.4)"
+'''
+
+
+@pytest.fixture
+def styles(tmp_path):
+    from app.engine.styles import StyleLibrary
+
+    path = tmp_path / "styles.csv"
+    path.write_text(STYLES_CSV, encoding="utf-8")
+    return StyleLibrary(path)
+
+
+def test_apply_writes_the_styles_into_both_prompts_and_clears_the_selection(styles) -> None:
+    from app.ui.styles_picker import NOTHING_SELECTED, apply_styles
+
+    assert apply_styles(styles, ["cinematic", "quality"], "a red fox", "blurry") == (
+        "cinematic still of a red fox, (film grain:1.2), masterpiece, best quality",
+        "blurry, cartoon, drawing, lowres, (worst quality:1.4)", [], "")
+    assert apply_styles(styles, "quality", None, None) == ("masterpiece, best quality", "lowres, (worst quality:1.4)",
+                                                           [], "")  # one name from an API client, empty boxes
+    assert apply_styles(styles, [], "a fox", "x") == ("a fox", "x", [], NOTHING_SELECTED)
+    prompt, negative, selection, note = apply_styles(styles, ["quality", "gone"], "a fox", "x")
+    assert (prompt, negative, selection) == ("a fox", "x", ["quality", "gone"])  # nothing changes
+    assert note.startswith("⚠ No style called 'gone'") and "cinematic" in note
+
+
+def test_save_adds_or_replaces_a_style_and_says_so(styles) -> None:
+    from app.ui.styles_picker import save_style, style_choices
+
+    assert save_style(styles, "  mine ", "a <b> cat", "dog") == (True, "Saved style **mine**")
+    assert style_choices(styles) == (["cinematic", "quality", "mine"], "")
+    assert [(s.prompt, s.negative_prompt) for s in styles.styles() if s.name == "mine"] == [("a <b> cat", "dog")]
+    saved, note = save_style(styles, "quality", "best", "")
+    assert saved and note == "Saved style **quality** (replacing the old one)"
+    assert style_choices(styles)[0] == ["cinematic", "mine", "quality"]
+    for name, prompt, negative, reason in (("", "a", "b", "Type a name"), (None, "a", "b", "Type a name"),
+                                           ("empty", " ", None, "Nothing to save")):
+        saved, note = save_style(styles, name, prompt, negative)
+        assert not saved and note.startswith("⚠ ") and reason in note
+    assert style_choices(styles)[0] == ["cinematic", "mine", "quality"]
+
+
+def test_a_malformed_styles_file_is_a_note_not_a_crash(styles) -> None:
+    from app.ui.styles_picker import apply_styles, refreshed, save_style, style_choices
+
+    styles.path.write_text("just some text\nnot, a, styles file\n", encoding="utf-8")
+    names, note = style_choices(styles)
+    assert names == [] and note.startswith("⚠ ") and "not an A1111 styles file" in note
+    assert "not an A1111 styles file" in apply_styles(styles, ["quality"], "a", "")[3]
+    saved, note = save_style(styles, "new", "a", "")
+    assert not saved and "not an A1111 styles file" in note
+    assert styles.path.read_text(encoding="utf-8").startswith("just some text")  # left as it was
+    assert style_choices(type(styles)(styles.path.with_name("missing.csv"))) == ([], "")
+    dropdown = refreshed(["a", "b"], ["b", "gone"])
+    assert dropdown.value == ["b"] and [value for _, value in dropdown.choices] == ["a", "b"]
+
+
+def test_styles_and_tiling_reach_the_request() -> None:
+    from app.engine import Img2ImgRequest, Txt2ImgRequest
+    from app.ui.generate_tab import SettingsControls, request_fields
+
+    shared = ("tiny", "Automatic", "a circle", "", "Euler a", "Automatic", 20.0, 7.0, 64.0, 64.0, -1.0, 1.0, 1.0, 1.0,
+              "Original")
+    fields = request_fields(*shared, ["quality", "cinematic"], True)
+    assert fields["styles"] == ("quality", "cinematic") and fields["tiling"] is True
+    request = Txt2ImgRequest(**fields)
+    request.validate()
+    assert (request.styles, request.tiling) == (("quality", "cinematic"), True)
+    assert Img2ImgRequest(**request_fields(*shared, None, None)).styles == ()
+    plain = request_fields(*shared)  # styles and tiling default to none and off
+    assert (plain["styles"], plain["tiling"]) == ((), False)
+    assert request_fields(*shared, "quality", False)["styles"] == ("quality",)
+    assert [SettingsControls.position(name) for name in ("clip_skip", "emphasis", "styles", "tiling")] == [13, 14, 15,
+                                                                                                          16]
+
+
+def test_tiling_and_styles_come_back_from_an_infotext() -> None:
+    text = ("a tiled floor, masterpiece\nNegative prompt: lowres\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 5, "
+            "Size: 512x512, Model: tiny, Tiling: True, Version: v1.10.1")
+    values = fields_from_infotext(text)
+    assert values[2] == "a tiled floor, masterpiece" and values[15] == []  # styles: already in the prompt
+    assert values[16] is True
+    assert fields_from_infotext(text.replace("Tiling: True, ", ""))[16] is False

@@ -10,6 +10,7 @@ from app.ui.img2img_tab import build_img2img_tab
 from app.ui.inpaint_tab import build_inpaint_tab
 from app.ui.png_info_tab import build_png_info_tab
 from app.ui.send_to import target_inputs, target_values, wire_send_to
+from app.ui.styles_picker import wire_styles
 from app.training.job import Training
 from app.ui.train_tab import build_train_tab, use_in_prompt
 from app.ui.txt2img_tab import build_txt2img_tab
@@ -40,8 +41,10 @@ document.addEventListener("keydown", (event) => {
   if (button) { event.preventDefault(); button.click(); }
 });
 // Hover titles for the icon buttons (Gradio buttons take no tooltip).
-const LS_TITLES = {_refresh: "Read models/ again", _random_seed: "Random seed (-1)",
-                   _reuse_seed: "Reuse the seed of the selected result"};
+const LS_TITLES = {_refresh: "Read models/ and models/styles.csv again", _random_seed: "Random seed (-1)",
+                   _reuse_seed: "Reuse the seed of the selected result",
+                   _styles_apply: "Write the selected styles into the prompts (else they apply when you generate)",
+                   _styles_save: "Save the prompt and negative prompt as a style in models/styles.csv"};
 new MutationObserver(() => {
   for (const [suffix, title] of Object.entries(LS_TITLES)) {
     document.querySelectorAll(`[id$="${suffix}"]:not([title])`).forEach((el) => el.setAttribute("title", title));
@@ -74,6 +77,8 @@ def build_ui(engine: Engine, training: Training) -> gr.Blocks:
                          target_inputs(target), api_name=False, queue=False).then(
                 lambda tab_id=tab_id: gr.Tabs(selected=tab_id), None, tabs, api_name=False, queue=False)
         wire_send_to(engine, tabs, {"txt2img": txt2img, "img2img": img2img, "inpaint": inpaint}, img2img, inpaint)
+        wire_styles(engine, blocks, [(tab.styles, tab.settings.prompt, tab.settings.negative_prompt)
+                                     for tab in (txt2img, img2img, inpaint)])
         train.use_in_txt2img.click(use_in_prompt, [train.trained_lora, txt2img.settings.prompt],
                                    [txt2img.settings.prompt, tabs], api_name=False, queue=False)
     return blocks

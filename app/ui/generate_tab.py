@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 import gradio as gr
@@ -16,6 +16,7 @@ from app.engine.samplers import SAMPLER_NAMES, SCHEDULE_TYPES
 from app.ui.embedding_picker import embedding_picker
 from app.ui.lora_picker import lora_choices, lora_picker
 from app.ui.progress import progress_html
+from app.ui.styles_picker import StylesPicker, selected_names, styles_dropdown, styles_picker
 from app.ui.token_counter import token_counter, wire_token_counters
 
 if TYPE_CHECKING:
@@ -53,9 +54,16 @@ class SettingsControls:
     batch_size: gr.Slider
     clip_skip: gr.Slider  # the page's quick settings: the same two components in every tab
     emphasis: gr.Dropdown
+    styles: gr.Dropdown  # style names applied when the job is submitted
+    tiling: gr.Checkbox
 
     def as_list(self) -> list[gr.components.Component]:
         return list(self.__dict__.values())
+
+    @staticmethod
+    def position(name: str) -> int:
+        """Where the control ``name`` is in as_list() (and in the values handlers get)."""
+        return [f.name for f in fields(SettingsControls)].index(name)
 
 
 @dataclass
@@ -87,12 +95,14 @@ class SettingsButtons:
     random_seed: gr.Button
     reuse_seed: gr.Button
     lora: gr.Dropdown  # refreshed with the model pickers
+    styles: StylesPicker
 
 
 def request_fields(model: str | None, vae: str | None, prompt: str, negative_prompt: str, sampler: str,
                    schedule_type: str, steps: float, cfg_scale: float, width: float, height: float,
                    seed: float | None, batch_count: float, batch_size: float, clip_skip: float | None,
-                   emphasis: str | None) -> dict[str, Any]:
+                   emphasis: str | None, styles: str | Sequence[str] | None = None,
+                   tiling: bool | None = False) -> dict[str, Any]:
     """Request fields from the SettingsControls values (in their order); sliders arrive as floats."""
     return dict(
         model=model or None, vae=None if vae in (None, "", AUTOMATIC_VAE) else vae, prompt=prompt or "",
@@ -100,7 +110,7 @@ def request_fields(model: str | None, vae: str | None, prompt: str, negative_pro
         cfg_scale=float(cfg_scale), width=int(width), height=int(height),
         seed=int(seed if seed is not None else RANDOM_SEED), batch_count=int(batch_count),
         batch_size=int(batch_size), clip_skip=int(clip_skip if clip_skip is not None else 1),
-        emphasis=emphasis or EMPHASIS_MODES[0],
+        emphasis=emphasis or EMPHASIS_MODES[0], styles=selected_names(styles), tiling=bool(tiling),
     )
 
 
@@ -121,12 +131,18 @@ def settings_controls(engine: Engine, tab: str, quick: QuickSettings) -> tuple[S
                           elem_id=f"{tab}_vae")  # custom values: API clients may name files added since start
         refresh = gr.Button("Refresh", scale=0, min_width=80, elem_id=f"{tab}_refresh", elem_classes="ls-tool")
     steps_value = card.get("default_steps", 20)
-    prompt_counter = token_counter(engine, f"{tab}_token_counter", engine.config.default_model, steps_value)
-    prompt = gr.Textbox(label="Prompt", lines=3, placeholder="Prompt (Ctrl+Enter to generate)",
-                        elem_id=f"{tab}_prompt")
-    negative_counter = token_counter(engine, f"{tab}_negative_token_counter", engine.config.default_model,
-                                     steps_value)
-    negative = gr.Textbox(label="Negative prompt", lines=2, elem_id=f"{tab}_negative")
+    with gr.Row(elem_id=f"{tab}_prompts"):
+        with gr.Column(scale=3, min_width=320):
+            prompt_counter = token_counter(engine, f"{tab}_token_counter", engine.config.default_model,
+                                           steps_value)
+            prompt = gr.Textbox(label="Prompt", lines=3, placeholder="Prompt (Ctrl+Enter to generate)",
+                                elem_id=f"{tab}_prompt")
+            negative_counter = token_counter(engine, f"{tab}_negative_token_counter", engine.config.default_model,
+                                             steps_value)
+            negative = gr.Textbox(label="Negative prompt", lines=2, elem_id=f"{tab}_negative")
+        with gr.Column(scale=1, min_width=200):
+            styles_head = styles_dropdown(engine, tab)
+    styles = styles_picker(engine, tab, styles_head, prompt, negative, refresh)
     if tab == "txt2img" and card.get("example_prompts"):  # the default model's card suggests what it knows
         gr.Examples([[text] for text in card["example_prompts"]], inputs=[prompt], label="Prompts to try",
                     elem_id="txt2img_examples")
@@ -150,11 +166,12 @@ def settings_controls(engine: Engine, tab: str, quick: QuickSettings) -> tuple[S
         seed = gr.Number(value=RANDOM_SEED, precision=0, label="Seed (-1 = random)", scale=4, elem_id=f"{tab}_seed")
         random_seed = gr.Button("Random", scale=0, min_width=80, elem_id=f"{tab}_random_seed", elem_classes="ls-tool")
         reuse_seed = gr.Button("Reuse", scale=0, min_width=80, elem_id=f"{tab}_reuse_seed", elem_classes="ls-tool")
+    tiling = gr.Checkbox(value=False, label="Tiling", info="seamless, tileable pictures", elem_id=f"{tab}_tiling")
     wire_token_counters(engine, [(prompt_counter, prompt), (negative_counter, negative)], model, steps,
                         quick.emphasis)
     controls = SettingsControls(model, vae, prompt, negative, sampler, schedule, steps, cfg, width, height, seed,
-                                batch_count, batch_size, quick.clip_skip, quick.emphasis)
-    return controls, SettingsButtons(refresh, random_seed, reuse_seed, lora)
+                                batch_count, batch_size, quick.clip_skip, quick.emphasis, styles.dropdown, tiling)
+    return controls, SettingsButtons(refresh, random_seed, reuse_seed, lora, styles)
 
 
 def stream_job(engine: Engine, request: GenerationRequest, owner: str) -> Iterator[tuple[Any, ...]]:
@@ -289,5 +306,6 @@ class GenerateTab:
 
     settings: SettingsControls
     outputs: OutputControls
+    styles: StylesPicker
     source_image: gr.components.Component | None = None  # the picture an img2img/inpaint job starts from
     hires: HiresControls | None = None  # txt2img's hires fix, which "send to" fills too

@@ -32,17 +32,17 @@ def build_img2img_tab(engine: Engine, quick: QuickSettings) -> GenerateTab:
 
     def img2img(model: str, vae: str, prompt: str, negative_prompt: str, sampler: str, schedule_type: str, steps: float,
                 cfg_scale: float, width: float, height: float, seed: float, batch_count: float, batch_size: float,
-                clip_skip: float, emphasis: str, init_image: Image.Image | None, denoising_strength: float,
-                resize_mode: str, request: gr.Request):
+                clip_skip: float, emphasis: str, styles: list[str], tiling: bool, init_image: Image.Image | None,
+                denoising_strength: float, resize_mode: str, request: gr.Request):
         fields = request_fields(model, vae, prompt, negative_prompt, sampler, schedule_type, steps, cfg_scale, width,
-                                height, seed, batch_count, batch_size, clip_skip, emphasis)
+                                height, seed, batch_count, batch_size, clip_skip, emphasis, styles, tiling)
         job = Img2ImgRequest(**fields, init_image=init_image, denoising_strength=float(denoising_strength),
                              resize_mode=resize_mode)
         yield from stream_job(engine, job, owner_of(request))
 
     wire_generate(engine, "img2img", settings, buttons, outputs, img2img, [image, strength, resize_mode])
     image.change(_size_of, image, [settings.width, settings.height], api_name=False, queue=False)
-    return GenerateTab(settings, outputs, image)
+    return GenerateTab(settings, outputs, buttons.styles, image)
 
 
 def _size_of(image: Image.Image | None):

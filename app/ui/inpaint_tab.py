@@ -61,14 +61,14 @@ def build_inpaint_tab(engine: Engine, quick: QuickSettings) -> GenerateTab:
 
     def inpaint(model: str, vae: str, prompt: str, negative_prompt: str, sampler: str, schedule_type: str, steps: float,
                 cfg_scale: float, width: float, height: float, seed: float, batch_count: float, batch_size: float,
-                clip_skip: float, emphasis: str, image: dict[str, Any] | None, mask: Image.Image | None,
-                mask_blur: float, masked_padding: float, masked_content: str, inpaint_area: str,
+                clip_skip: float, emphasis: str, styles: list[str], tiling: bool, image: dict[str, Any] | None,
+                mask: Image.Image | None, mask_blur: float, masked_padding: float, masked_content: str, inpaint_area: str,
                 denoising_strength: float, request: gr.Request):
         picture, painted = mask_from_editor(image)
         if mask is not None and picture is not None:
             painted = mask.convert("L").resize(picture.size)
         fields = request_fields(model, vae, prompt, negative_prompt, sampler, schedule_type, steps, cfg_scale, width,
-                                height, seed, batch_count, batch_size, clip_skip, emphasis)
+                                height, seed, batch_count, batch_size, clip_skip, emphasis, styles, tiling)
         job = InpaintRequest(**fields, init_image=picture, mask=painted, mask_blur=int(mask_blur),
                              masked_padding=int(masked_padding), masked_content=masked_content,
                              inpaint_area=inpaint_area, denoising_strength=float(denoising_strength))
@@ -77,7 +77,7 @@ def build_inpaint_tab(engine: Engine, quick: QuickSettings) -> GenerateTab:
     extra = [editor, uploaded_mask, mask_blur, padding, masked_content, area, strength]
     wire_generate(engine, "inpaint", settings, buttons, outputs, inpaint, extra)
     editor.upload(_size_of_editor, editor, [settings.width, settings.height], api_name=False, queue=False)
-    return GenerateTab(settings, outputs, editor)
+    return GenerateTab(settings, outputs, buttons.styles, editor)
 
 
 def _size_of_editor(value: dict[str, Any] | None):

@@ -11,24 +11,27 @@ from PIL import Image
 
 from app.engine import Engine
 from app.engine.prompt_parser import EMPHASIS_MODES
-from app.ui.generate_tab import AUTOMATIC_VAE, GenerateTab, model_choices, selected_infotext
+from app.ui.generate_tab import AUTOMATIC_VAE, GenerateTab, SettingsControls, model_choices, selected_infotext
 from app.ui.hires_controls import hires_values_from_infotext
 from app.ui.png_info_tab import fields_from_infotext
 
 
 def settings_values(engine: Engine, infotext: str) -> list[Any]:
     """SettingsControls values from an infotext; a model or VAE this machine lacks, or a clip skip or
-    emphasis the quick settings do not offer, keeps the current pick."""
+    emphasis the quick settings do not offer, keeps the current pick. The styles selection is cleared (the
+    infotext's prompts are styled already) and tiling follows its "Tiling"."""
     values = fields_from_infotext(infotext)
+    model, vae, clip_skip, emphasis = (SettingsControls.position(name) for name in ("model", "vae", "clip_skip",
+                                                                                    "emphasis"))
     checkpoints, vaes = model_choices(engine)
-    if values[0] not in checkpoints:
-        values[0] = gr.update()
-    if values[1] not in vaes:
-        values[1] = gr.update() if values[1] != AUTOMATIC_VAE else AUTOMATIC_VAE
-    if not (isinstance(values[-2], int) and 1 <= values[-2] <= 12):
-        values[-2] = gr.update()
-    if values[-1] not in EMPHASIS_MODES:
-        values[-1] = gr.update()
+    if values[model] not in checkpoints:
+        values[model] = gr.update()
+    if values[vae] not in vaes:
+        values[vae] = gr.update() if values[vae] != AUTOMATIC_VAE else AUTOMATIC_VAE
+    if not (isinstance(values[clip_skip], int) and 1 <= values[clip_skip] <= 12):
+        values[clip_skip] = gr.update()
+    if values[emphasis] not in EMPHASIS_MODES:
+        values[emphasis] = gr.update()
     return values
 
 

@@ -29,11 +29,11 @@ def build_txt2img_tab(engine: Engine, quick: QuickSettings) -> GenerateTab:
 
     def txt2img(model: str, vae: str, prompt: str, negative_prompt: str, sampler: str, schedule_type: str, steps: float,
                 cfg_scale: float, width: float, height: float, seed: float, batch_count: float, batch_size: float,
-                clip_skip: float, emphasis: str, enable_hr: bool, hr_upscaler: str, hr_second_pass_steps: float,
-                denoising_strength: float, hr_scale: float, hr_resize_x: float, hr_resize_y: float,
+                clip_skip: float, emphasis: str, styles: list[str], tiling: bool, enable_hr: bool, hr_upscaler: str,
+                hr_second_pass_steps: float, denoising_strength: float, hr_scale: float, hr_resize_x: float, hr_resize_y: float,
                 hr_checkpoint: str, hr_sampler: str, hr_prompt: str, hr_negative_prompt: str, request: gr.Request):
         fields = request_fields(model, vae, prompt, negative_prompt, sampler, schedule_type, steps, cfg_scale, width,
-                                height, seed, batch_count, batch_size, clip_skip, emphasis)
+                                height, seed, batch_count, batch_size, clip_skip, emphasis, styles, tiling)
         fields |= hires_fields(enable_hr, hr_upscaler, hr_second_pass_steps, denoising_strength, hr_scale, hr_resize_x,
                                hr_resize_y, hr_checkpoint, hr_sampler, hr_prompt, hr_negative_prompt)
         yield from stream_job(engine, Txt2ImgRequest(**fields), owner_of(request))
@@ -45,4 +45,4 @@ def build_txt2img_tab(engine: Engine, quick: QuickSettings) -> GenerateTab:
         return gr.Dropdown(choices=checkpoint_choices(model_choices(engine)[0]), value=current)
 
     buttons.refresh.click(refresh_checkpoints, hires.checkpoint, hires.checkpoint, api_name=False, queue=False)
-    return GenerateTab(settings, outputs, hires=hires)
+    return GenerateTab(settings, outputs, buttons.styles, hires=hires)
