@@ -25,6 +25,8 @@ MAX_STEPS = 150
 MAX_BATCH_SIZE = 8
 MAX_BATCH_COUNT = 100
 MAX_SEED = 2**32 - 1
+MAX_CFG_SCALE = 30.0
+MAX_CLIP_SKIP = 12
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,7 @@ class GenerationRequest:
         if not isinstance(self.prompt, str) or not isinstance(self.negative_prompt, str):
             raise ValueError("Prompt and negative prompt must be text.")
         _check_int("Steps", self.steps, 1, MAX_STEPS)
-        _check_float("CFG scale", self.cfg_scale, 0.0, 30.0)
+        _check_float("CFG scale", self.cfg_scale, 0.0, MAX_CFG_SCALE)
         _check_int("Seed", self.seed, -1, MAX_SEED)
         for label, value in (("Width", self.width), ("Height", self.height)):
             _check_int(label, value, MIN_SIZE, MAX_SIZE)
@@ -77,7 +79,7 @@ class GenerationRequest:
                 raise ValueError(f"{label} must be a multiple of {SIZE_MULTIPLE}, got {value}.")
         _check_int("Batch count", self.batch_count, 1, MAX_BATCH_COUNT)
         _check_int("Batch size", self.batch_size, 1, MAX_BATCH_SIZE)
-        _check_int("Clip skip", self.clip_skip, 1, 12)
+        _check_int("Clip skip", self.clip_skip, 1, MAX_CLIP_SKIP)
         if not all(isinstance(name, str) for name in self.styles):
             raise ValueError("Styles must be a list of style names.")
         if self.emphasis not in EMPHASIS_MODES:

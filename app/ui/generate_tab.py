@@ -11,6 +11,16 @@ import gradio as gr
 
 from app.engine import Engine, GenerationRequest
 from app.engine.infotext import parse_infotext
+from app.engine.requests import (
+    MAX_BATCH_COUNT,
+    MAX_BATCH_SIZE,
+    MAX_CFG_SCALE,
+    MAX_CLIP_SKIP,
+    MAX_SIZE,
+    MAX_STEPS,
+    MIN_SIZE,
+    SIZE_MULTIPLE,
+)
 from app.engine.prompt_parser import EMPHASIS_MODES
 from app.engine.samplers import SAMPLER_NAMES, SCHEDULE_TYPES
 from app.ui.embedding_picker import embedding_picker
@@ -77,7 +87,7 @@ class QuickSettings:
 def quick_settings() -> QuickSettings:
     """Build the quick-settings row (call inside build_ui, before the tabs)."""
     with gr.Row(elem_id="quicksettings", elem_classes="ls-quicksettings"):
-        clip_skip = gr.Slider(1, 12, value=1, step=1, label="Clip skip", scale=1, min_width=240,
+        clip_skip = gr.Slider(1, MAX_CLIP_SKIP, value=1, step=1, label="Clip skip", scale=1, min_width=240,
                               info="1 = last CLIP layer, 2 = penultimate (anime models); SD 1.x only, as in A1111",
                               elem_id="setting_clip_skip")
         emphasis = gr.Dropdown(list(EMPHASIS_MODES), value=EMPHASIS_MODES[0], label="Emphasis", scale=1,
@@ -151,17 +161,17 @@ def settings_controls(engine: Engine, tab: str, quick: QuickSettings) -> tuple[S
     with gr.Row():
         sampler = gr.Dropdown(list(SAMPLER_NAMES), value="Euler a", label="Sampling method")
         schedule = gr.Dropdown(list(SCHEDULE_TYPES), value="Automatic", label="Schedule type")
-    steps = gr.Slider(1, 150, value=steps_value, step=1, label="Sampling steps",
+    steps = gr.Slider(1, MAX_STEPS, value=steps_value, step=1, label="Sampling steps",
                       elem_id=f"{tab}_steps")
     with gr.Row():
-        width = gr.Slider(64, 2048, value=card.get("default_width", 512), step=8, label="Width",
+        width = gr.Slider(MIN_SIZE, MAX_SIZE, value=card.get("default_width", 512), step=SIZE_MULTIPLE, label="Width",
                           elem_id=f"{tab}_width")
-        height = gr.Slider(64, 2048, value=card.get("default_height", 512), step=8, label="Height",
+        height = gr.Slider(MIN_SIZE, MAX_SIZE, value=card.get("default_height", 512), step=SIZE_MULTIPLE, label="Height",
                            elem_id=f"{tab}_height")
     with gr.Row():
-        batch_count = gr.Slider(1, 100, value=1, step=1, label="Batch count")
-        batch_size = gr.Slider(1, 8, value=1, step=1, label="Batch size")
-    cfg = gr.Slider(1, 30, value=card.get("default_cfg_scale", 7), step=0.5, label="CFG Scale")
+        batch_count = gr.Slider(1, MAX_BATCH_COUNT, value=1, step=1, label="Batch count")
+        batch_size = gr.Slider(1, MAX_BATCH_SIZE, value=1, step=1, label="Batch size")
+    cfg = gr.Slider(1, MAX_CFG_SCALE, value=card.get("default_cfg_scale", 7), step=0.5, label="CFG Scale")
     with gr.Row(equal_height=True):
         seed = gr.Number(value=RANDOM_SEED, precision=0, label="Seed (-1 = random)", scale=4, elem_id=f"{tab}_seed")
         random_seed = gr.Button("Random", scale=0, min_width=80, elem_id=f"{tab}_random_seed", elem_classes="ls-tool")
