@@ -19,6 +19,16 @@ def pixels(image) -> np.ndarray:
     return np.asarray(image.convert("RGB"), dtype=np.int16)
 
 
+def test_the_second_pass_runs_its_steps_at_the_end_of_a_longer_schedule() -> None:
+    from app.engine.hires import second_pass_schedule
+
+    for steps, denoising in ((20, 0.5), (20, 0.7), (12, 0.35), (7, 1.0), (30, 0.05)):
+        request = Txt2ImgRequest(steps=steps, enable_hr=True, denoising_strength=denoising)
+        total, strength = second_pass_schedule(request)
+        assert total == max(steps, int(steps / min(denoising, 0.999)))
+        assert min(int(total * strength), total) == steps  # what diffusers' img2img runs
+
+
 def test_target_sizes_follow_a1111() -> None:
     def size(**fields):
         return hires_size(Txt2ImgRequest(width=512, height=768, **fields))
@@ -38,7 +48,7 @@ def test_hires_makes_the_bigger_picture_in_two_passes(engine: Engine, model: str
     totals = {event.total_steps for event in job.events() if event.phase == "sampling"}
     result = job.wait()
     assert result.images[0].size == (128, 128)
-    assert totals == {6 + 2}  # the first pass's 6 steps and int(4 x 0.5) of the second
+    assert totals == {6 + 4}  # the first pass's 6 steps and the second's 4 (A1111's hires runs all its steps)
     again = engine.generate(request)
     assert np.array_equal(pixels(again.images[0]), pixels(result.images[0]))
     lanczos = engine.generate(request.with_changes(hr_upscaler="Lanczos"))
@@ -69,7 +79,8 @@ def test_hires_parameters_are_written_and_read_back(engine: Engine) -> None:
 def test_hires_bad_values_are_refused_with_a_reason(engine: Engine) -> None:
     base = Txt2ImgRequest(prompt="x", enable_hr=True, **SMALL)
     for changes, words in ((dict(hr_upscaler="Magic"), "hires upscaler"), (dict(hr_scale=9.0), "Hires upscale"),
-                           (dict(denoising_strength=0.01), "runs no step"), (dict(hr_sampler="Nope"), "Nope")):
+                           (dict(denoising_strength=0.0), "Denoising strength"),
+                           (dict(hr_scale=1.0, width=64, hr_resize_x=16), "each side"), (dict(hr_sampler="Nope"), "Nope")):
         with pytest.raises(ValueError, match=f"(?i){words}"):
             engine.submit(base.with_changes(**changes))
 

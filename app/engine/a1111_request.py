@@ -28,7 +28,9 @@ from app.engine.prompt_parser import EMPHASIS_MODES
 from app.engine.registry import ModelEntry
 from app.engine.requests import (
     INPAINT_AREAS,
+    MAX_CLIP_SKIP,
     RESIZE_MODES,
+    SAME_CHECKPOINT,
     GenerationRequest,
     Img2ImgRequest,
     InpaintRequest,
@@ -69,7 +71,6 @@ OPTION_DEFAULTS: Mapping[str, Any] = MappingProxyType(
     {"sd_model_checkpoint": "", "sd_vae": "Automatic", "CLIP_stop_at_last_layers": 1, "emphasis": "Original"}
 )
 VAE_OF_CHECKPOINT = ("Automatic", "None", "")  # sd_vae values meaning "the checkpoint's own VAE"
-MAX_CLIP_SKIP = 12
 
 INPAINTING_FILL: Mapping[int, str | None] = MappingProxyType(
     {0: "fill", 1: "original", 2: None, 3: None}  # None: A1111 has it, LoRA Studio does not
@@ -167,7 +168,13 @@ def checkpoint_name(title: object, registry: Registry | None = None) -> str | No
     if not isinstance(title, str):
         raise ValueError(f"sd_model_checkpoint must be a checkpoint name, got {title!r}.")
     name = strip_title_hash(title)
-    return registry.find_checkpoint(name).name if registry is not None else name
+    if registry is None:
+        return name
+    entry = registry.find_checkpoint(name)
+    if entry.kind == "hub":  # an API client must not make the server download models
+        raise ValueError(f"No checkpoint called {name!r} in models/Stable-diffusion; the API uses local checkpoints "
+                         "only (the operator can start LoRA Studio with a hub id as --model).")
+    return entry.name
 
 
 def vae_name(title: object, registry: Registry | None = None) -> str | None:
@@ -203,11 +210,14 @@ HIRES_FIELDS: Mapping[str, tuple[str, Any]] = MappingProxyType({
 })
 
 
-def _hires(fields: Mapping[str, Any]) -> dict[str, Any]:
+def _hires(fields: Mapping[str, Any], registry: Registry | None = None) -> dict[str, Any]:
     """Txt2ImgRequest's hires keywords for an A1111 request (none unless ``enable_hr``); an empty or
     None checkpoint or sampler means the first pass's."""
     if not fields.get("enable_hr"):
         return {}
+    checkpoint = fields.get("hr_checkpoint_name")
+    if checkpoint not in (None, "", SAME_CHECKPOINT) and registry is not None:
+        fields = {**fields, "hr_checkpoint_name": checkpoint_name(checkpoint, registry)}
     chosen: dict[str, Any] = {"enable_hr": True}
     for a1111_name, (name, default) in HIRES_FIELDS.items():
         value = fields.get(a1111_name)
@@ -275,7 +285,7 @@ def request_from_a1111(task: A1111Task, fields: Mapping[str, Any], *, defaults: 
         tiling=bool(fields.get("tiling")),
     )
     if task == "txt2img":
-        return Txt2ImgRequest(**common, **_hires(fields))
+        return Txt2ImgRequest(**common, **_hires(fields, registry))
     common.update(init_image=_image("init_images[0]", fields.get("init_image")),
                   denoising_strength=value("denoising_strength"), resize_mode=_resize_mode(value("resize_mode")))
     mask = _image("mask", fields.get("mask"))

@@ -13,7 +13,7 @@ from app.engine.prompt_parser import EMPHASIS_MODES
 from app.engine.prompts import EmbeddingStatus, embedding_statuses, split_lora_tags, text_encoder_widths
 from app.engine.registry import ModelRegistry
 from app.engine.styles import STYLES_FILE, StyleLibrary
-from app.engine.requests import GenerationRequest
+from app.engine.requests import SAME_CHECKPOINT, GenerationRequest
 from app.engine.tasks import GenerationSettings, resolve_loras, run_generation
 from app.engine.worker import Worker
 
@@ -42,6 +42,9 @@ class Engine:
         resolve_loras(request, self.registry)  # unknown or unusable LoRAs fail now, not in the queue
         if request.model is not None:
             self.registry.find_checkpoint(request.model)  # unknown names fail now, not in the queue
+        second = getattr(request, "hr_checkpoint", SAME_CHECKPOINT)
+        if getattr(request, "enable_hr", False) and second not in ("", SAME_CHECKPOINT):
+            self.registry.find_checkpoint(second)  # not after a whole first pass
         if request.vae is not None:
             self.registry.find_vae(request.vae)
         job = Job(owner, lambda ctx: run_generation(ctx, request, self.manager, self.settings),

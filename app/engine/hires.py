@@ -2,9 +2,10 @@
 
 A1111's behaviour: the target is width x height times ``hr_scale``, or ``hr_resize_x`` x
 ``hr_resize_y`` (one of them 0: the other follows the aspect ratio; both: scaled to cover, then
-cropped to fit); the second pass runs ``int(denoising_strength * steps)`` of its ``steps``
-(``hr_second_pass_steps`` or the first pass's), with the same seeds, and its prompt schedule runs
-over its own steps. Latent upscalers resize the latents with torch's interpolation; the others
+cropped to fit); the second pass runs exactly its ``steps`` (``hr_second_pass_steps`` or the first
+pass's), the last ones of a schedule of ``int(steps / denoising_strength)`` (A1111's hires pass
+always takes its "fixed steps" path), with the same seeds, and its prompt schedule runs over its
+own steps. Latent upscalers resize the latents with torch's interpolation; the others
 resize the decoded picture.
 """
 
@@ -16,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from app.engine.requests import SAME_CHECKPOINT, SAME_SAMPLER, SIZE_MULTIPLE
+
 LATENT_MODES: dict[str, tuple[str, bool]] = {  # A1111's names -> (torch mode, antialias)
     "Latent": ("bilinear", False),
     "Latent (antialiased)": ("bilinear", True),
@@ -26,7 +29,6 @@ LATENT_MODES: dict[str, tuple[str, bool]] = {  # A1111's names -> (torch mode, a
 }
 PIXEL_UPSCALERS = ("Lanczos", "Nearest", "None")  # app.engine.resize's built-in ones ("None": Lanczos to size)
 HIRES_UPSCALERS = (*LATENT_MODES, *PIXEL_UPSCALERS)
-SIZE_MULTIPLE = 8  # hires sizes are rounded down to it, as every size of a request
 
 
 def check_upscaler(name: str) -> None:
@@ -64,7 +66,15 @@ def _cover_size(request: Any) -> tuple[int, int]:  # the latent path's; pixels g
 
 def second_steps(request: Any) -> int:
     """How many steps the second pass runs (what its progress counts)."""
-    return int((request.hr_second_pass_steps or request.steps) * request.denoising_strength)
+    return request.hr_second_pass_steps or request.steps
+
+
+def second_pass_schedule(request: Any) -> tuple[int, float]:
+    """(num_inference_steps, strength) that make diffusers' img2img run the last ``second_steps`` steps of
+    A1111's ``int(steps / denoising)``-step schedule (diffusers runs ``int(num_inference_steps * strength)``)."""
+    steps = second_steps(request)
+    total = max(steps, int(steps / min(request.denoising_strength, 0.999)))
+    return total, min(1.0, (steps + 0.5) / total)
 
 
 def upscale_latents(latents: torch.Tensor, request: Any, factor: int) -> torch.Tensor:
@@ -93,9 +103,9 @@ def hires_infotext(request: Any) -> dict[str, object]:
         params["Hires resize"] = f"{request.hr_resize_x}x{request.hr_resize_y}"
     else:
         params["Hires upscale"] = request.hr_scale
-    if request.hr_checkpoint not in ("", "Use same checkpoint"):
+    if request.hr_checkpoint not in ("", SAME_CHECKPOINT):
         params["Hires checkpoint"] = request.hr_checkpoint
-    if request.hr_sampler not in ("", "Use same sampler"):
+    if request.hr_sampler not in ("", SAME_SAMPLER):
         params["Hires sampler"] = request.hr_sampler
     if request.hr_prompt and request.hr_prompt != request.prompt:
         params["Hires prompt"] = request.hr_prompt

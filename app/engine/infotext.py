@@ -20,7 +20,7 @@ import re
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from app.engine.requests import REQUEST_TYPES, GenerationRequest
+from app.engine.requests import REQUEST_TYPES, SAME_CHECKPOINT, SAME_SAMPLER, GenerationRequest
 from app.engine.samplers import (
     AUTOMATIC,
     SAMPLERS,
@@ -85,8 +85,8 @@ A1111_DEFAULTS: Mapping[str, str] = MappingProxyType(
         "Clip skip": "1",
         "Hires resize-1": "0",
         "Hires resize-2": "0",
-        "Hires sampler": "Use same sampler",
-        "Hires checkpoint": "Use same checkpoint",
+        "Hires sampler": SAME_SAMPLER,
+        "Hires checkpoint": SAME_CHECKPOINT,
         "Hires prompt": "",
         "Hires negative prompt": "",
         "Mask mode": "Inpaint masked",
@@ -318,7 +318,7 @@ def _hires_fields(params: Mapping[str, str]) -> dict[str, object]:
     fields: dict[str, object] = {"enable_hr": True, "hr_upscaler": params["Hires upscaler"]}
     for field_name, key in (("hr_sampler", "Hires sampler"), ("hr_checkpoint", "Hires checkpoint"),
                             ("hr_prompt", "Hires prompt"), ("hr_negative_prompt", "Hires negative prompt")):
-        if params.get(key) and params[key] not in ("Use same sampler", "Use same checkpoint"):
+        if params.get(key) and params[key] not in (SAME_SAMPLER, SAME_CHECKPOINT):
             fields[field_name] = params[key]
     return fields
 

@@ -129,14 +129,10 @@ class Txt2ImgRequest(GenerationRequest):
         _check_int("Hires resize width", self.hr_resize_x, 0, MAX_SIZE)
         _check_int("Hires resize height", self.hr_resize_y, 0, MAX_SIZE)
         _check_int("Hires steps", self.hr_second_pass_steps, 0, MAX_STEPS)
-        _check_float("Denoising strength", self.denoising_strength, 0.0, 1.0)
-        steps = self.hr_second_pass_steps or self.steps
-        if self.denoising_strength * steps < 1:
-            raise ValueError(f"Hires fix: denoising strength {self.denoising_strength} with {steps} steps runs no "
-                             "step; raise the strength or the hires steps.")
+        _check_float("Denoising strength", self.denoising_strength, 0.01, 1.0)
         width, height = hires_size(self)
-        if max(width, height) > MAX_SIZE:
-            raise ValueError(f"Hires fix would make {width}x{height}; the largest side allowed is {MAX_SIZE}.")
+        if max(width, height) > MAX_SIZE or min(width, height) < MIN_SIZE:
+            raise ValueError(f"Hires fix would make {width}x{height}; each side must be {MIN_SIZE} to {MAX_SIZE}.")
         if self.hr_sampler != SAME_SAMPLER:
             resolve_sampler(self.hr_sampler, self.schedule_type)
         for label, text in (("Hires prompt", self.hr_prompt), ("Hires negative prompt", self.hr_negative_prompt)):

@@ -53,12 +53,15 @@ class StyleLibrary:
             return []
         except OSError as exc:
             raise ValueError(f"Cannot read {self.path}: {exc}") from exc
-        reader = csv.DictReader(io.StringIO(text))
-        if reader.fieldnames is None or "name" not in reader.fieldnames:
-            raise ValueError(f"{self.path} is not an A1111 styles file: its first line must name the columns "
-                             f"{', '.join(FIELDS)}.")
-        return [Style((row.get("name") or "").strip(), row.get("prompt") or "", row.get("negative_prompt") or "")
-                for row in reader if (row.get("name") or "").strip()]
+        try:
+            reader = csv.DictReader(io.StringIO(text))
+            if reader.fieldnames is None or "name" not in reader.fieldnames:
+                raise ValueError(f"{self.path} is not an A1111 styles file: its first line must name the columns "
+                                 f"{', '.join(FIELDS)}.")
+            return [Style((row.get("name") or "").strip(), row.get("prompt") or "", row.get("negative_prompt") or "")
+                    for row in reader if (row.get("name") or "").strip()]
+        except csv.Error as exc:
+            raise ValueError(f"{self.path} is not a readable CSV file: {exc}") from exc
 
     def find(self, names: Sequence[str]) -> list[Style]:
         """The styles called ``names``, in that order; an unknown name raises ValueError."""

@@ -27,7 +27,14 @@ from app.engine.preview import LatentPreviewer
 from app.engine.prompt_inputs import conditioned_call, encode_for_pipeline, prompt_infotext
 from app.engine.prompts import requested_loras, split_lora_tags
 from app.engine.registry import ModelRegistry
-from app.engine.hires import hires_infotext, is_latent, second_steps, upscale_latents, upscale_picture
+from app.engine.hires import (
+    hires_infotext,
+    is_latent,
+    second_pass_schedule,
+    second_steps,
+    upscale_latents,
+    upscale_picture,
+)
 from app.engine.requests import (
     SAME_CHECKPOINT,
     SAME_SAMPLER,
@@ -198,7 +205,8 @@ def hires_pass(ctx: JobContext, request: Txt2ImgRequest, first: Any, seeds: list
         start: Any = upscale_latents(first, request, int(pipe.vae_scale_factor))
     else:
         start = [upscale_picture(picture, request) for picture in first]
-    steps = request.hr_second_pass_steps or request.steps
+    steps = second_steps(request)
+    total_steps, strength = second_pass_schedule(request)
     prompt = split_lora_tags(request.hr_prompt)[0] if request.hr_prompt else split_lora_tags(request.prompt)[0]
     assert second.prompt_encoder is not None
     conditioning = encode_for_pipeline(second.prompt_encoder, pipe, manager.registry, prompt,
@@ -207,7 +215,7 @@ def hires_pass(ctx: JobContext, request: Txt2ImgRequest, first: Any, seeds: list
                                        allow_pickle=manager.config.allow_pickle)
     with tiling:  # the first pass's modules are tiled already; a second checkpoint's need it too
         return pipe(
-            image=start, strength=request.denoising_strength, num_inference_steps=steps,
+            image=start, strength=strength, num_inference_steps=total_steps,
             guidance_scale=request.cfg_scale, num_images_per_prompt=len(seeds),
             **conditioned_call(conditioning, len(seeds), reporter),
             generator=[torch.Generator("cpu").manual_seed(s) for s in seeds], output_type="pil",
