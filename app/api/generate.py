@@ -1,19 +1,23 @@
 """Generation routes: txt2img, img2img, progress, interrupt, skip, options and PNG info.
 
 Each generation route maps A1111's fields onto an engine request (``app.engine.a1111_request``),
-submits it as the caller's job on the shared worker and waits for it, as A1111's API does. The
-routes are plain ``def``: FastAPI runs them in its thread pool, so a waiting request blocks
-nothing else. Progress, interrupt and skip see the caller's own jobs only.
+submits it as the caller's job on the shared worker and waits for it, as A1111's API does. Those two
+routes are ``async``: decoding, mapping and encoding run in FastAPI's thread pool, and the wait for
+the job holds no thread (it polls the job from the event loop), so any number of waiting calls
+leave /progress, /interrupt and the UI answering. The other routes are plain ``def``. Progress,
+interrupt and skip see the caller's own jobs only.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as _dt
 import json
 import weakref
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
+from fastapi.concurrency import run_in_threadpool
 from PIL import Image
 
 from app.api.context import ApiContext
@@ -36,19 +40,29 @@ from app.engine.a1111_request import A1111Task, a1111_info, request_from_a1111, 
 from app.engine.infotext import parse_infotext
 
 
+JOB_POLL_SECONDS = 0.05  # how often a waiting generation call looks at its job
+
+
 def router(context: ApiContext) -> APIRouter:
     """The generation routes on ``context``'s engine and options."""
     api = APIRouter(tags=["generation"])
     started: weakref.WeakKeyDictionary[Job, str] = weakref.WeakKeyDictionary()  # job -> A1111 job_timestamp
 
-    def generate(task: A1111Task, fields: dict[str, Any], owner: str) -> tuple[GenerationRequest, JobResult, str]:
-        """Submit and wait; an interrupted job gives an empty result, a failed one a 422."""
+    def submit(task: A1111Task, fields: dict[str, Any], owner: str) -> tuple[GenerationRequest, Job, str]:
+        """Map and queue (in a worker thread of FastAPI's pool: it decodes and validates)."""
         request = request_from_a1111(task, fields, defaults=context.options.get(), registry=context.engine.registry)
         stamp = _dt.datetime.now().strftime("%Y%m%d%H%M%S")
         job = context.engine.submit(request, owner)
         started[job] = stamp
+        return request, job, stamp
+
+    async def generate(task: A1111Task, fields: dict[str, Any], owner: str) -> tuple[GenerationRequest, JobResult, str]:
+        """Submit and wait without holding a thread; an interrupted job gives an empty result, a failed one a 422."""
+        request, job, stamp = await run_in_threadpool(submit, task, fields, owner)
+        while not job.finished:
+            await asyncio.sleep(JOB_POLL_SECONDS)
         try:
-            result = job.wait()
+            result = job.wait(0)
         except JobCancelled:
             result = JobResult()
         except JobFailed as exc:
@@ -56,25 +70,27 @@ def router(context: ApiContext) -> APIRouter:
         return request, result, stamp
 
     @api.post("/txt2img", response_model=TextToImageResponse)
-    def txt2img(body: StableDiffusionTxt2ImgProcessingAPI, owner: str = Depends(context.owner)) -> TextToImageResponse:
+    async def txt2img(body: StableDiffusionTxt2ImgProcessingAPI,
+                      owner: str = Depends(context.owner)) -> TextToImageResponse:
         """Generate images from a prompt; returns when they are done."""
         parameters = body.model_dump()
-        request, result, stamp = generate("txt2img", dict(parameters), owner)
-        return TextToImageResponse(images=_images(result, body.send_images), parameters=parameters,
+        request, result, stamp = await generate("txt2img", dict(parameters), owner)
+        images = await run_in_threadpool(_images, result, body.send_images)
+        return TextToImageResponse(images=images, parameters=parameters,
                                    info=json.dumps(a1111_info(request, result, job_timestamp=stamp)))
 
     @api.post("/img2img", response_model=ImageToImageResponse)
-    def img2img(body: StableDiffusionImg2ImgProcessingAPI,
-                owner: str = Depends(context.owner)) -> ImageToImageResponse:
+    async def img2img(body: StableDiffusionImg2ImgProcessingAPI,
+                      owner: str = Depends(context.owner)) -> ImageToImageResponse:
         """Repaint ``init_images[0]``; with a ``mask``, inpaint where the mask is white."""
         parameters = body.model_dump()
         fields = dict(parameters)
-        fields["init_image"] = _init_image(body.init_images)
-        fields["mask"] = decode_image("mask", body.mask, mode="L") if body.mask else None
-        request, result, stamp = generate("img2img", fields, owner)
+        fields["init_image"], fields["mask"] = await run_in_threadpool(_inputs, body.init_images, body.mask)
+        request, result, stamp = await generate("img2img", fields, owner)
         if not body.include_init_images:
             parameters["init_images"] = parameters["mask"] = None
-        return ImageToImageResponse(images=_images(result, body.send_images), parameters=parameters,
+        images = await run_in_threadpool(_images, result, body.send_images)
+        return ImageToImageResponse(images=images, parameters=parameters,
                                     info=json.dumps(a1111_info(request, result, job_timestamp=stamp)))
 
     @api.get("/progress", response_model=ProgressResponse)
@@ -120,6 +136,11 @@ def router(context: ApiContext) -> APIRouter:
         return PNGInfoResponse(info=text or "", items=items, parameters=parse_infotext(text or "", with_defaults=True))
 
     return api
+
+
+def _inputs(init_images: list[str] | None, mask: str | None) -> tuple[Image.Image, Image.Image | None]:
+    """The decoded input image and mask (None without one) of an img2img request."""
+    return _init_image(init_images), decode_image("mask", mask, mode="L") if mask else None
 
 
 def _init_image(init_images: list[str] | None) -> Image.Image:
