@@ -14,8 +14,9 @@ from fastapi.responses import JSONResponse
 log = logging.getLogger(__name__)
 
 
-class ApiError(Exception):
-    """A refusal with a status and a message for the caller."""
+class ApiError(ValueError):
+    """A refusal with a status and a message for the caller (a ValueError, so that work on the engine's
+    worker that raises one fails its job with the same message)."""
 
     def __init__(self, status_code: int, message: str) -> None:
         super().__init__(message)

@@ -7,6 +7,7 @@ that list them at start keep working. Every route takes the caller's credentials
 
 from __future__ import annotations
 
+import asyncio
 import html
 import json
 import os
@@ -46,8 +47,9 @@ from app.api.info_models import (
     SDVaeItem,
     UpscalerItem,
 )
-from app.engine import Engine
+from app.engine import Engine, JobCancelled, JobFailed, JobResult
 from app.engine.a1111_request import checkpoint_name
+from app.engine.jobs import JobContext
 from app.engine.registry import ModelEntry, ModelRegistry
 from app.engine.resize import BUILTIN_UPSCALERS, LATENT_UPSCALE_MODES, blend_upscalers, canonical_upscaler
 from app.engine.samplers import SAMPLER_NAMES, SAMPLERS, SCHEDULE_TYPES
@@ -55,6 +57,7 @@ from app.engine.samplers import SAMPLER_NAMES, SAMPLERS, SCHEDULE_TYPES
 # Checkpoints whose hashed weights are at most this big get their hash in /sd-models; bigger ones
 # are not hashed by a listing (A1111 too titles a checkpoint without a hash until it has hashed it).
 LIST_HASH_MAX_BYTES = 256 * 2**20
+MAX_EXTRAS_IMAGES = 16  # pictures in one extra-batch-images request
 _BUILTIN_UPSCALER_SCALE = 4.0  # what A1111 reports for its built-in upscalers
 
 # A1111's schedule types by label: (internal name, aliases, default rho, needs the inner model).
@@ -172,26 +175,47 @@ def router(context: ApiContext) -> APIRouter:
     for kind in ("checkpoints", "loras", "vae", "embeddings"):
         _add_refresh(api, context, kind)
 
+    async def on_worker(owner: str, description: str, images: list[tuple[str, str]],
+                        options: ExtrasOptions) -> tuple[list[str], dict[str, str]]:
+        """Decode and resize the pictures one at a time as a job on the worker, in turn with generation
+        (so memory holds one picture and its result at a time); wait without holding a thread."""
+        check_extras(options)
+        if len(images) > MAX_EXTRAS_IMAGES:
+            raise ApiError(422, f"imageList holds {len(images)} pictures; send at most {MAX_EXTRAS_IMAGES} a request.")
+
+        def work(ctx: JobContext) -> JobResult:
+            results, info = [], {}
+            for field, data in images:
+                ctx.check_cancelled()
+                encoded, info = run_extras(open_image(field, data, min_side=1), options)
+                results.append(encoded)
+            return JobResult(info={"images": results, "html": info})
+
+        job = context.engine.submit_work(work, description, owner)
+        while not job.finished:
+            await asyncio.sleep(0.05)
+        try:
+            result = job.wait(0)
+        except JobFailed as exc:
+            raise ApiError(422, str(exc)) from None
+        except JobCancelled:
+            return [], {}
+        return result.info["images"], result.info["html"]
+
     @api.post("/extra-single-image", response_model=ExtrasSingleImageResponse, tags=["extras"])
-    def extra_single_image(body: ExtrasSingleImageRequest,
-                           owner: str = Depends(context.owner)) -> ExtrasSingleImageResponse:
+    async def extra_single_image(body: ExtrasSingleImageRequest,
+                                 owner: str = Depends(context.owner)) -> ExtrasSingleImageResponse:
         """Resize one picture with the built-in upscalers (A1111's extras tab)."""
-        check_extras(body)
-        result, info = run_extras(open_image("image", body.image, min_side=1), body)
-        return ExtrasSingleImageResponse(html_info=info_html(info), image=result)
+        images, info = await on_worker(owner, "extras: one picture", [("image", body.image)], body)
+        return ExtrasSingleImageResponse(html_info=info_html(info), image=images[0] if images else "")
 
     @api.post("/extra-batch-images", response_model=ExtrasBatchImagesResponse, tags=["extras"])
-    def extra_batch_images(body: ExtrasBatchImagesRequest,
-                           owner: str = Depends(context.owner)) -> ExtrasBatchImagesResponse:
+    async def extra_batch_images(body: ExtrasBatchImagesRequest,
+                                 owner: str = Depends(context.owner)) -> ExtrasBatchImagesResponse:
         """Resize several pictures with the same settings."""
-        check_extras(body)
-        pictures = [open_image(f"imageList[{i}].data", item.data, min_side=1) for i, item in enumerate(body.imageList)]
-        results: list[str] = []
-        info: dict[str, str] = {}
-        for picture in pictures:
-            encoded, info = run_extras(picture, body)
-            results.append(encoded)
-        return ExtrasBatchImagesResponse(html_info=info_html(info), images=results)
+        pictures = [(f"imageList[{i}].data", item.data) for i, item in enumerate(body.imageList)]
+        images, info = await on_worker(owner, f"extras: {len(pictures)} pictures", pictures, body)
+        return ExtrasBatchImagesResponse(html_info=info_html(info), images=images)
 
     return api
 
