@@ -60,3 +60,27 @@ def test_listen_refuses_an_open_api_and_says_why(tmp_path) -> None:
     done = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert done.returncode == 2
     assert "--insecure-open-api" in done.stderr and "--auth" in done.stderr and "--no-api" in done.stderr
+
+
+def test_basic_auth_reads_utf8_and_refuses_malformed_headers() -> None:
+    import base64
+
+    from app.api.context import basic_auth_user
+
+    users = {"zoë": "pässwörd", "bob": "builder"}
+
+    def header(text: str) -> str:
+        return "Basic " + base64.b64encode(text.encode("utf-8")).decode()
+
+    assert basic_auth_user(header("zoë:pässwörd"), users) == "zoë"
+    assert basic_auth_user(header("bob:builder"), users) == "bob"
+    for bad in (header("bob:wrong"), header("bob"), header("nobody:builder"), "Basic !!!", "Bearer x", "", None):
+        assert basic_auth_user(bad, users) is None, bad
+
+
+def test_no_body_is_read_before_the_password(protected: RunningApp) -> None:
+    """A caller without a password gets 401 at once, even for a body over the upload limit."""
+    big = b"x" * (60 * 1024 * 1024)
+    refused = requests.post(protected.url + "/sdapi/v1/txt2img", data=big, timeout=60,
+                            headers={"Content-Type": "application/json"})
+    assert refused.status_code == 401
