@@ -462,15 +462,18 @@ def test_progress_follows_the_callers_job_and_interrupt_stops_it(api: str) -> No
     assert requests.get(f"{api}/progress", timeout=30).json()["state"]["job_count"] == 0
 
 
-def test_skip_stops_the_running_job(api: str) -> None:
+def test_skip_drops_the_batch_being_drawn(api: str) -> None:
+    """A1111's Skip: the batch being drawn is dropped and the job goes on with its next one."""
     results: list[requests.Response] = []
-    thread = slow_job(api, results, seed=2)
+    thread = slow_job(api, results, seed=2, n_iter=2, steps=40)
     try:
         wait_for_steps(api)
     finally:
         assert requests.post(f"{api}/skip", timeout=30).json() == {}
-        thread.join(120)
-    assert results[0].status_code == 200 and json.loads(results[0].json()["info"])["all_seeds"] == []
+        thread.join(240)
+    assert results[0].status_code == 200
+    assert json.loads(results[0].json()["info"])["all_seeds"] == [3]  # the first batch (seed 2) was skipped
+    assert len(results[0].json()["images"]) == 1
 
 
 BAD_REQUESTS = [

@@ -303,3 +303,14 @@ def test_vae_override_changes_output_and_is_recorded(engine: Engine, models_dir:
     assert loaded.pipeline("txt2img", None, None).vae is loaded.txt2img.vae  # the base is untouched
     again = engine.generate(Txt2ImgRequest(prompt="x", seed=1, save=False, **SMALL))
     assert np.array_equal(pixels(again.images[0]), pixels(base.images[0]))
+
+
+def test_skip_drops_the_batch_being_drawn_and_goes_on(engine: Engine) -> None:
+    """A1111's Skip: asked before the job's first step, the first batch is dropped, the others are drawn."""
+    blocker = engine.submit(Txt2ImgRequest(prompt="keep the worker busy", seed=1, save=False, **SMALL), owner="other")
+    job = engine.submit(Txt2ImgRequest(prompt="a circle", seed=10, batch_count=3, save=False, **SMALL), owner="me")
+    assert engine.skip("me")
+    blocker.wait(60)
+    result = job.wait(120)
+    assert result.seeds == [11, 12] and len(result.images) == 2
+    assert not engine.skip("me")  # nothing left to skip

@@ -109,11 +109,9 @@ def router(context: ApiContext) -> APIRouter:
 
     @api.post("/skip")
     def skip(owner: str = Depends(context.owner)) -> dict:
-        """Stop the caller's running job. LoRA Studio cannot skip one image of a batch and go on with
-        the next, as A1111 does: the whole job stops (its queued jobs stay queued)."""
-        job = context.engine.current_job(owner)
-        if job is not None and job.latest is not None and job.latest.phase != "queued":
-            context.engine.cancel(job.id, owner)
+        """Skip the batch the caller's current job is drawing; the job goes on with its next batch (n_iter),
+        as A1111's Skip does. The images of a skipped batch are not returned."""
+        context.engine.skip(owner)
         return {}
 
     @api.get("/options", response_model=OptionsModel)

@@ -91,6 +91,15 @@ class Engine:
         running = [job for job in jobs if job.latest is not None and job.latest.phase != "queued"]
         return (running or jobs or [None])[0]
 
+    def skip(self, owner: str) -> bool:
+        """A1111's Skip: the owner's current job stops the batch it is drawing and goes on with the next;
+        returns whether there was a job to tell."""
+        job = self.current_job(owner)
+        if job is None:
+            return False
+        job.request_skip()
+        return True
+
     def cancel_all_of(self, owner: str) -> int:
         """Cancel every queued or running job of ``owner`` (the UI's Interrupt); return how many."""
         return sum(self.worker.cancel(job.id, owner) for job in self.worker.active_jobs(owner))

@@ -20,6 +20,10 @@ class JobCancelled(Exception):
     """Raised inside a running job when its owner cancelled it."""
 
 
+class BatchSkipped(Exception):
+    """Raised inside a running generation when its owner skipped the batch being drawn (A1111's Skip)."""
+
+
 class JobFailed(RuntimeError):
     """Raised by ``Job.wait`` when the job failed; the message is the job's error."""
 
@@ -67,6 +71,7 @@ class Job:
         self._work = work
         self._events: queue.Queue[JobEvent] = queue.Queue()
         self._cancel = threading.Event()
+        self._skip = threading.Event()
         self._finished = threading.Event()
         self.final_event: JobEvent | None = None
         self.latest: JobEvent | None = None  # the newest event, for clients that poll (the REST API)
@@ -122,6 +127,10 @@ class Job:
     def request_cancel(self) -> None:
         self._cancel.set()
 
+    def request_skip(self) -> None:
+        """Stop the batch being drawn and go on with the next (a job that is not a generation ignores it)."""
+        self._skip.set()
+
     def run(self, context: "JobContext") -> JobResult:
         return self._work(context)
 
@@ -143,3 +152,9 @@ class JobContext:
     def check_cancelled(self) -> None:
         if self.job.cancel_requested:
             raise JobCancelled("Interrupted by its owner.")
+
+    def check_skipped(self) -> None:
+        """Raise BatchSkipped once for each skip asked for."""
+        if self.job._skip.is_set():
+            self.job._skip.clear()
+            raise BatchSkipped("Skipped by its owner.")

@@ -19,7 +19,7 @@ from PIL import Image
 
 from app.engine import masks
 from app.engine.infotext import format_infotext
-from app.engine.jobs import JobContext, JobResult
+from app.engine.jobs import BatchSkipped, JobContext, JobResult
 from app.engine.lora_runtime import ActiveLora
 from app.engine.manager import LoadedModel, ModelManager
 from app.engine.outputs import output_folder, save_image
@@ -83,6 +83,7 @@ class StepReporter:
 
     def __call__(self, pipe: Any, step: int, timestep: Any, callback_kwargs: dict) -> dict:
         self.ctx.check_cancelled()
+        self.ctx.check_skipped()
         this_pass = int(getattr(pipe, "num_timesteps", 0) or self.request.steps)
         total = self.steps_before + this_pass + self.steps_after
         done = self.done = self.steps_before + step + 1
@@ -152,8 +153,9 @@ def run_generation(ctx: JobContext, request: GenerationRequest, manager: ModelMa
         if loaded.is_inpainting_model:
             raise ValueError("Hires fix needs a txt2img checkpoint; this one is an inpainting model.")
         extra = {**hires_infotext(request), **extra}
-    for batch_index in range(request.batch_count):
-        batch_seeds = seeds[batch_index * request.batch_size:(batch_index + 1) * request.batch_size]
+
+    def draw_batch(batch_index: int, batch_seeds: list[int]) -> list[Image.Image]:
+        """One batch's pictures: the pipeline call and, with hires fix, its second pass."""
         reporter = StepReporter(ctx, previewer, settings.preview_every, request, batch_index, clock,
                                 steps_after=second_steps(request) if hires else 0)
         with circular_padding(pipe.unet, pipe.vae) if request.tiling else contextlib.nullcontext():
@@ -171,6 +173,16 @@ def run_generation(ctx: JobContext, request: GenerationRequest, manager: ModelMa
                                     StepReporter(ctx, previewer, settings.preview_every, request, batch_index, clock,
                                                  steps_before=reporter.done))
                 ctx.check_cancelled()
+        return images
+
+    for batch_index in range(request.batch_count):
+        batch_seeds = seeds[batch_index * request.batch_size:(batch_index + 1) * request.batch_size]
+        try:
+            images = draw_batch(batch_index, batch_seeds)
+        except BatchSkipped:
+            ctx.emit("sampling", message=f"Skipped batch {batch_index + 1} of {request.batch_count}",
+                     batch_index=batch_index, batch_count=request.batch_count)
+            continue
         images = [inputs.finish(image) for image in images]
         ctx.emit("saving", batch_index=batch_index, batch_count=request.batch_count)
         for image, seed in zip(images, batch_seeds):
@@ -185,6 +197,7 @@ def run_generation(ctx: JobContext, request: GenerationRequest, manager: ModelMa
                 folder = output_folder(settings.outputs_dir, request.task)
                 result.paths.append(save_image(image, folder, seed, text))
     return result
+
 
 
 def hires_pass(ctx: JobContext, request: Txt2ImgRequest, first: Any, seeds: list[int], loaded: LoadedModel,
