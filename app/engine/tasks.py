@@ -169,7 +169,7 @@ def run_generation(ctx: JobContext, request: GenerationRequest, manager: ModelMa
             ctx.check_cancelled()
             if hires:
                 assert isinstance(request, Txt2ImgRequest)
-                images = hires_pass(ctx, request, images, batch_seeds, loaded, loras, vae, manager,
+                images = hires_pass(ctx, request, prompt, images, batch_seeds, loaded, loras, vae, manager,
                                     StepReporter(ctx, previewer, settings.preview_every, request, batch_index, clock,
                                                  steps_before=reporter.done))
                 ctx.check_cancelled()
@@ -200,7 +200,7 @@ def run_generation(ctx: JobContext, request: GenerationRequest, manager: ModelMa
 
 
 
-def hires_pass(ctx: JobContext, request: Txt2ImgRequest, first: Any, seeds: list[int], loaded: LoadedModel,
+def hires_pass(ctx: JobContext, request: Txt2ImgRequest, prompt: str, first: Any, seeds: list[int], loaded: LoadedModel,
                loras: list[ActiveLora], vae: Any, manager: ModelManager, reporter: StepReporter) -> list[Image.Image]:
     """Hires fix's second pass over one batch: upscale the first pass's latents or pictures, then
     img2img at the hires size with the same seeds, its own steps, sampler and prompt schedule."""
@@ -220,7 +220,8 @@ def hires_pass(ctx: JobContext, request: Txt2ImgRequest, first: Any, seeds: list
         start = [upscale_picture(picture, request) for picture in first]
     steps = second_steps(request)
     total_steps, strength = second_pass_schedule(request)
-    prompt = split_lora_tags(request.hr_prompt)[0] if request.hr_prompt else split_lora_tags(request.prompt)[0]
+    if request.hr_prompt:  # ``prompt``: the first pass's, its LoRA tags already taken out
+        prompt = split_lora_tags(request.hr_prompt)[0]
     assert second.prompt_encoder is not None
     conditioning = encode_for_pipeline(second.prompt_encoder, pipe, manager.registry, prompt,
                                        request.hr_negative_prompt or request.negative_prompt, steps, loras=loras,
