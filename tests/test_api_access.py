@@ -3,8 +3,12 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import requests
@@ -31,9 +35,10 @@ def test_api_calls_need_the_password_of_a_user(protected: RunningApp) -> None:
         assert (missing.status_code, wrong.status_code, stranger.status_code, right.status_code) == (401, 401, 401, 200)
         assert missing.headers.get("WWW-Authenticate") == "Basic"
         assert "password" in missing.json()["detail"]
+    queued = protected.log().count("queued for")
     refused = requests.post(protected.url + "/sdapi/v1/txt2img", json={"prompt": "x", "steps": 1}, timeout=30)
     assert refused.status_code == 401
-    assert "queued for" not in protected.log()  # the engine logs every job it queues: none was
+    assert protected.log().count("queued for") == queued  # the engine logs every job it queues: none was
 
 
 def test_a_browser_login_alone_does_not_open_the_api(protected: RunningApp) -> None:
@@ -84,3 +89,66 @@ def test_no_body_is_read_before_the_password(protected: RunningApp) -> None:
     refused = requests.post(protected.url + "/sdapi/v1/txt2img", data=big, timeout=60,
                             headers={"Content-Type": "application/json"})
     assert refused.status_code == 401
+
+
+def _wait_until(condition, what: str, timeout: float = 120.0):
+    """Poll ``condition`` until it is truthy (a generous deadline only against a hang, not a speed check)."""
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        time.sleep(0.02)
+    return value
+
+
+def _saved_prompts(app: RunningApp, skip: set[Path] = frozenset()) -> list[str]:
+    """The prompts of the txt2img images saved (not in ``skip``), in the order the worker saved them:
+    the one worker thread numbers each image it saves (NNNNN-seed.png), at the end of its job."""
+    from app.engine.outputs import read_parameters
+
+    numbered = [p for p in (app.outputs_dir / "txt2img-images").rglob("*.png")
+                if re.match(r"\d{5,}-", p.name) and p not in skip]
+    numbered.sort(key=lambda p: (p.parent.name, int(p.name.split("-")[0])))
+    return [(read_parameters(p) or "").split("\n")[0] for p in numbered]
+
+
+def test_an_api_bot_does_not_starve_a_browser_user(protected: RunningApp, monkeypatch: pytest.MonkeyPatch) -> None:
+    """API jobs share the UI's one worker, served by owner in turn: a bot's burst of requests (owner
+    ``api:alice``) does not hold up a person's single job in the browser (owner ``session:<hash>``)."""
+    from gradio_client import Client
+
+    bots = 5
+    # Without the client's heartbeat: its stream stays open after the test and holds the app's stop for 5 s.
+    monkeypatch.setattr(Client, "_stream_heartbeat", staticmethod(lambda *args: None))
+    browser = Client(protected.url, auth=("bob", "builder"), verbose=False, download_files=False)  # a Gradio login
+    before = set((protected.outputs_dir / "txt2img-images").rglob("*.png"))
+    bot_lines = protected.log().count("queued for api:alice")
+
+    def bot(i: int) -> requests.Response:  # separate requests are separate jobs (n_iter would make one job)
+        body = {"prompt": f"bot {i}", "steps": 6, "width": 64, "height": 64, "seed": i, "save_images": True,
+                "send_images": False}
+        return requests.post(protected.url + "/sdapi/v1/txt2img", json=body, auth=("alice", "wonderland"), timeout=300)
+
+    with ThreadPoolExecutor(bots) as pool:
+        answers = [pool.submit(bot, i) for i in range(bots)]
+        # The engine logs each job it queues, with its owner: then all of the bot's jobs are in the worker's queue.
+        _wait_until(lambda: protected.log().count("queued for api:alice") - bot_lines == bots, "the bot's jobs")
+        job = browser.submit("tiny-random-sd1", "Automatic", "browser", "", "Euler a", "Automatic", 6, 7, 64, 64, 1,
+                             1, 1, 1, "Original", [], False, api_name="/txt2img")
+        # The UI streams the job's events from the first, sent once it is in the worker's queue ("Waiting: N jobs
+        # ahead"): when it arrives the job was queued, and the bot's jobs done by now are at least those done then.
+        _wait_until(lambda: job.outputs() or job.done(), "the browser's job to be queued")
+        done_when_queued = sum(prompt != "browser" for prompt in _saved_prompts(protected, before))
+        result = job.result(timeout=300)
+        assert [answer.result().status_code for answer in answers] == [200] * bots
+    order = _saved_prompts(protected, before)  # every job's image, in the order the jobs ended
+    assert sorted(order) == sorted(["browser", *(f"bot {i}" for i in range(bots))])
+    assert result[3].startswith("browser\n")  # the parameters of the browser's image
+    assert bots - done_when_queued >= 3, f"the bot's jobs were nearly all done before the browser's was queued: {order}"
+    # When the browser's job U was queued, the worker ran (at most) one bot job R and held the bot's others. The
+    # queue takes the oldest job of the owner first in line and sends that owner to the back: the bot was first in
+    # line (U's owner was added behind it), so after R it runs one more bot job, then U. So at most two bot jobs
+    # end between U's queueing and U's end, and the UI told the person so; plain FIFO would run all the bot's
+    # queued jobs (here >= 3, with R) first.
+    assert order.index("browser") - done_when_queued <= 2, order
+    ahead = re.search(r"Waiting: (\d+) jobs? ahead", str(job.outputs()[0]))
+    assert ahead and int(ahead.group(1)) <= 2, job.outputs()[0]

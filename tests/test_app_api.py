@@ -81,7 +81,8 @@ def test_quick_settings_reach_the_job_and_its_parameters(client) -> None:
     assert len(gallery_paths(result)) == 1
     api = client.view_api(return_format="dict", print_info=False)
     names = [p["parameter_name"] for p in api["named_endpoints"]["/txt2img"]["parameters"]]
-    assert names[13:17] == ["clip_skip", "emphasis", "styles", "tiling"]
+    assert names[:3] == ["sd_model_checkpoint", "sd_vae", "prompt"]  # the A1111 field each control stands for
+    assert names[11:17] == ["n_iter", "batch_size", "CLIP_stop_at_last_layers", "emphasis", "styles", "tiling"]
     assert names[17] == "enable_hr"  # hires fix after the shared 17
     assert not [name for name in api["named_endpoints"] if name.startswith("/lambda")]  # UI-only events stay hidden
 
@@ -96,7 +97,7 @@ def hires(enable: bool = True, upscaler: str = "Latent", steps: int = 0, denoisi
 def test_hires_fix_through_the_api(client) -> None:
     api = client.view_api(return_format="dict", print_info=False)
     hires_params = api["named_endpoints"]["/txt2img"]["parameters"][17:]
-    assert [p["parameter_name"] for p in hires_params][:2] == ["enable_hr", "hr_upscaler"] and len(hires_params) == 11
+    assert [p["parameter_name"] for p in hires_params][:2] == ["enable_hr", "hr_upscaler"] and len(hires_params) == 12
     assert all(p["parameter_has_default"] for p in hires_params)
     result = client.predict(*settings("a red circle", seed=21), *hires(upscaler="Lanczos", steps=4, denoising=0.5),
                             api_name="/txt2img")

@@ -10,7 +10,8 @@ import pytest
 
 from app.engine import Engine, Txt2ImgRequest
 from app.engine.hires import hires_size
-from app.engine.infotext import parse_infotext, request_from_infotext
+from app.engine.infotext import parse_infotext
+from app.engine.infotext_fields import request_from_infotext
 
 SMALL = dict(width=64, height=64, steps=6, save=False)
 
@@ -74,6 +75,23 @@ def test_hires_parameters_are_written_and_read_back(engine: Engine) -> None:
                  "denoising_strength", "hr_prompt"):
         assert getattr(back, name) == getattr(request, name), name
     assert not request_from_infotext(engine.generate(request.with_changes(enable_hr=False)).infotexts[0]).enable_hr
+
+
+def test_the_hires_schedule_type_drives_the_second_pass_only(engine: Engine) -> None:
+    request = Txt2ImgRequest(prompt="a red circle", model="tiny-sd1", seed=7, sampler="DPM++ 2M",
+                             schedule_type="Exponential", enable_hr=True, hr_scale=1.5, hr_second_pass_steps=4,
+                             denoising_strength=0.6, **SMALL)
+    same = engine.generate(request)
+    karras = engine.generate(request.with_changes(hr_schedule_type="Karras"))
+    first = engine.generate(request.with_changes(enable_hr=False))
+    first_karras = engine.generate(request.with_changes(enable_hr=False, hr_schedule_type="Karras"))
+    assert np.array_equal(pixels(first.images[0]), pixels(first_karras.images[0]))  # the first pass is untouched
+    assert np.abs(pixels(karras.images[0]) - pixels(same.images[0])).mean() > 0.5  # the second pass is not
+    assert parse_infotext(karras.infotexts[0])["Hires schedule type"] == "Karras"
+    assert "Hires schedule type" not in parse_infotext(same.infotexts[0])
+    assert request_from_infotext(karras.infotexts[0]).hr_schedule_type == "Karras"
+    with pytest.raises(ValueError, match="schedule type"):
+        request.with_changes(hr_schedule_type="Sideways").validate()
 
 
 def test_hires_bad_values_are_refused_with_a_reason(engine: Engine) -> None:

@@ -12,8 +12,8 @@ from app.engine.infotext import (
     format_lora_hashes,
     parse_infotext,
     quote,
-    request_from_infotext,
 )
+from app.engine.infotext_fields import request_from_infotext
 from app.engine.requests import (
     GenerationRequest,
     Img2ImgRequest,

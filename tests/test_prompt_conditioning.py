@@ -397,7 +397,8 @@ def test_lora_tags_inside_brackets_are_taken_out_before_parsing() -> None:
 
 
 def test_saved_parameters_keep_an_a1111_prompt_byte_for_byte(engine: Engine, outputs_dir: Path) -> None:
-    from app.engine.infotext import parse_infotext, request_from_infotext
+    from app.engine.infotext import parse_infotext
+    from app.engine.infotext_fields import request_from_infotext
     from app.engine.outputs import read_parameters
 
     prompt = "masterpiece, (detailed fur:1.2), [dog:cat:0.5] BREAK \\(literal\\), [fe|]male, ((sky)))"

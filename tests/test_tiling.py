@@ -8,7 +8,8 @@ import torch
 from diffusers import EulerDiscreteScheduler
 
 from app.engine import Engine, Txt2ImgRequest
-from app.engine.infotext import parse_infotext, request_from_infotext
+from app.engine.infotext import parse_infotext
+from app.engine.infotext_fields import request_from_infotext
 from app.engine.tiling import circular_padding
 from app.engine.tiny import build_tiny_pipeline
 

@@ -10,7 +10,8 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from app.ui.inpaint_tab import mask_from_editor
-from app.ui.png_info_tab import fields_from_infotext, read_png_info
+from app.ui.png_info_tab import read_png_info
+from app.ui.send_to import infotext_fields
 
 
 def test_painted_layers_become_the_mask() -> None:
@@ -31,9 +32,15 @@ def test_png_info_reads_parameters_and_fills_fields(tmp_path) -> None:
     Image.new("RGB", (8, 8)).save(tmp_path / "a.png", pnginfo=info)
     read, fields = read_png_info(Image.open(tmp_path / "a.png"))
     assert read == text and fields["Seed"] == "99" and fields["Size-1"] == "96"
-    values = fields_from_infotext(read)
-    assert values == ["tiny", "Automatic", "a cat, sitting", "dog", "DPM++ 2M", "Karras", 12, 5.5, 96, 64, 99, 1, 1, 1,
-                      "Original", [], False]
+    fields = infotext_fields(read)
+    assert fields == {"sd_model_checkpoint": "tiny", "sd_vae": "Automatic", "prompt": "a cat, sitting",
+                      "negative_prompt": "dog", "sampler_name": "DPM++ 2M", "scheduler": "Karras", "steps": 12,
+                      "cfg_scale": 5.5, "width": 96, "height": 64, "seed": 99, "CLIP_stop_at_last_layers": 1,
+                      "emphasis": "Original", "styles": [], "tiling": False, "enable_hr": False,
+                      "inpainting_mask_invert": 0, "inpaint_full_res": False, "inpaint_full_res_padding": 32,
+                      "inpainting_fill": 1, "hr_resize_x": 0, "hr_resize_y": 0, "hr_sampler_name": "Use same sampler",
+                      "hr_scheduler": "Use same scheduler", "hr_checkpoint_name": "Use same checkpoint",
+                      "hr_prompt": "", "hr_negative_prompt": ""}  # A1111's defaults for what is not written
     assert read_png_info(Image.new("RGB", (4, 4)))[0] == "This image carries no generation parameters."
 
 
@@ -41,7 +48,7 @@ def test_sending_nothing_is_a_readable_error() -> None:
     import gradio as gr
 
     with pytest.raises(gr.Error):
-        fields_from_infotext("")
+        infotext_fields("")
 
 
 def test_lora_picker_inserts_a_tag_once() -> None:
@@ -97,85 +104,75 @@ def ti_engine(models_dir, tmp_path):
 
 
 def test_quick_settings_reach_the_request() -> None:
-    from app.engine import Txt2ImgRequest
-    from app.ui.generate_tab import request_fields
+    from app.ui.generate_tab import request_from_ui
 
-    fields = request_fields("tiny", "Automatic", "a (red:1.3) circle", "", "Euler a", "Automatic", 20.0, 7.0, 64.0,
-                            64.0, -1.0, 1.0, 1.0, 2.0, "No norm")
-    assert fields["clip_skip"] == 2 and isinstance(fields["clip_skip"], int) and fields["emphasis"] == "No norm"
-    request = Txt2ImgRequest(**fields)
+    request = request_from_ui("txt2img", dict(
+        sd_model_checkpoint="tiny", sd_vae="Automatic", prompt="a (red:1.3) circle", negative_prompt="",
+        sampler_name="Euler a", scheduler="Automatic", steps=20.0, cfg_scale=7.0, width=64.0, height=64.0, seed=-1.0,
+        n_iter=1.0, batch_size=1.0, CLIP_stop_at_last_layers=2.0, emphasis="No norm"))  # sliders send floats
     request.validate()
-    assert (request.clip_skip, request.emphasis) == (2, "No norm")
+    assert (request.clip_skip, request.emphasis, request.model, request.vae) == (2, "No norm", "tiny", None)
+    assert all(type(getattr(request, name)) is int for name in ("steps", "width", "height", "seed", "clip_skip"))
+
+
+def test_every_tab_without_values_asks_for_the_engines_defaults() -> None:
+    """One mapping with the engine's defaults: a tab that sends nothing gets exactly the request defaults."""
+    from app.engine import Img2ImgRequest, InpaintRequest, Txt2ImgRequest
+    from app.ui.generate_tab import request_from_ui
+
+    picture, mask = Image.new("RGB", (64, 64)), Image.new("L", (64, 64))
+    assert request_from_ui("txt2img", {}) == Txt2ImgRequest()
+    assert request_from_ui("img2img", {"init_image": picture}) == Img2ImgRequest(init_image=picture)
+    assert request_from_ui("inpaint", {"init_image": picture, "mask": mask}) == InpaintRequest(init_image=picture,
+                                                                                                mask=mask)
+    assert request_from_ui("inpaint", {"init_image": picture}) == InpaintRequest(init_image=picture)  # validate() asks
 
 
 def test_an_a1111_infotext_fills_every_field_byte_for_byte() -> None:
     text = (f"{A1111_PROMPT}\nNegative prompt: {A1111_NEGATIVE}\n"
             "Steps: 20, Sampler: Euler a, Schedule type: Automatic, CFG scale: 7, Seed: 5, Size: 512x768, "
             "Model: tiny, Clip skip: 2, Emphasis: No norm, Version: v1.10.1")
-    values = fields_from_infotext(text)
-    assert values == ["tiny", "Automatic", A1111_PROMPT, A1111_NEGATIVE, "Euler a", "Automatic", 20, 7.0, 512, 768, 5,
-                      1, 1, 2, "No norm", [], False]
-    plain = fields_from_infotext("a cat\nSteps: 4, Sampler: Euler, Seed: 1, Size: 64x64")
-    assert plain[-4:] == [1, "Original", [], False]  # not written means A1111's defaults
+    fields = infotext_fields(text)
+    assert (fields["prompt"], fields["negative_prompt"]) == (A1111_PROMPT, A1111_NEGATIVE)
+    assert (fields["CLIP_stop_at_last_layers"], fields["emphasis"], fields["width"], fields["height"]) == (2, "No norm",
+                                                                                                          512, 768)
+    plain = infotext_fields("a cat\nSteps: 4, Sampler: Euler, Seed: 1, Size: 64x64")
+    assert (plain["CLIP_stop_at_last_layers"], plain["emphasis"], plain["styles"], plain["tiling"]) == (
+        1, "Original", [], False)  # not written means A1111's defaults
 
 
-def test_send_to_keeps_the_quick_settings_it_cannot_use(ti_engine) -> None:
-    from app.ui.send_to import settings_values
+@pytest.fixture
+def ui_tabs(ti_engine):
+    """The real txt2img and inpaint tabs, built in a Blocks that is never launched."""
+    import gradio as gr
 
-    values = settings_values(ti_engine, "a cat\nSteps: 4, Sampler: Euler, Seed: 1, Size: 64x64, Model: tiny-sd1, "
-                                        "Clip skip: 2, Emphasis: Sideways")
-    assert values[0] == "tiny-sd1" and values[13] == 2 and isinstance(values[14], dict)  # gr.update(): unchanged
-    assert values[15:] == [[], False]  # the infotext's prompt is already styled: no style is selected again
+    from app.ui.generate_tab import quick_settings
+    from app.ui.inpaint_tab import build_inpaint_tab
+    from app.ui.txt2img_tab import build_txt2img_tab
 
-
-def test_token_counter_shows_tokens_over_the_chunk_target(ti_engine) -> None:
-    from app.ui.token_counter import token_counter_html
-
-    assert ">3/75<" in token_counter_html(ti_engine, "a red circle", "tiny-sd1", 20, "Original")
-    assert ">0/75<" in token_counter_html(ti_engine, "", None, 20, "Original")
-    long_prompt = ", ".join(["red circle"] * 30)  # 89 tokens
-    html = token_counter_html(ti_engine, long_prompt, "tiny-sd1", 20, "Original")
-    assert re.search(r">\d+/150<", html) and "75-token chunks" in html
-    unknown = token_counter_html(ti_engine, "a red circle", "no-such-model", 20, "Original")
-    assert ">?/75<" in unknown and "ls-token-counter-error" in unknown and "no-such-model" in unknown
+    with gr.Blocks():
+        quick = quick_settings()
+        txt2img, inpaint = build_txt2img_tab(ti_engine, quick), build_inpaint_tab(ti_engine, quick)
+    return txt2img, inpaint
 
 
-def test_embeddings_insert_comma_separated_once() -> None:
-    from app.ui.embedding_picker import with_embedding
+def test_send_to_keeps_the_quick_settings_it_cannot_use(ti_engine, ui_tabs) -> None:
+    from app.ui.send_to import KEEP, target_values
 
-    assert with_embedding("", "EasyNegative") == "EasyNegative"
-    assert with_embedding(None, "EasyNegative") == "EasyNegative"
-    assert with_embedding("(worst quality:1.4)  ", "EasyNegative") == "(worst quality:1.4), EasyNegative"
-    assert with_embedding("lowres,", "EasyNegative") == "lowres, EasyNegative"
-    assert with_embedding("lowres, EasyNegative", "EasyNegative") == "lowres, EasyNegative"
-    assert with_embedding("lowres, NotEasyNegative", "EasyNegative") == "lowres, NotEasyNegative, EasyNegative"
-
-
-def test_embedding_table_lists_usable_and_skipped_files_and_rows_insert(ti_engine) -> None:
-    from app.ui.embedding_picker import HEADERS, embedding_table, insert_embedding
-
-    table, note = embedding_table(ti_engine, "tiny-sd1")
-    assert list(table.columns) == HEADERS and note == ""
-    rows = {row[0]: row for row in table.values.tolist()}
-    good, skipped = rows["good-emb"], rows["sd1-emb"]
-    assert good[1:3] == [2, "a 32-wide text encoder"] and len(good[3]) > 0 and good[4] == "ok"
-    assert skipped[1:3] == [2, "SD 1.x"] and skipped[4] != "ok" and "768" in skipped[4]
-
-    assert insert_embedding(good, "Negative prompt", "a cat", "lowres") == ("a cat", "lowres, good-emb", "")
-    assert insert_embedding(good, "Prompt", "a cat", "") == ("a cat, good-emb", "", "")
-    prompt, negative, message = insert_embedding(skipped, "Negative prompt", "a cat", "lowres")
-    assert (prompt, negative) == ("a cat", "lowres") and message == f"⚠ Skipped: {skipped[4]}"
-
-
-def test_embedding_table_says_when_there_is_nothing_to_list(ti_engine) -> None:
-    from app.ui.embedding_picker import EMPTY_NOTE, embedding_table
-
-    for path in (ti_engine.config.models_dir / "embeddings").iterdir():
-        path.unlink()
-    table, note = embedding_table(ti_engine, "tiny-sd1")
-    assert table.empty and list(table.columns)[0] == "Name" and note == EMPTY_NOTE
-    table, note = embedding_table(ti_engine, "no-such-model")
-    assert table.empty and "no-such-model" in note
+    txt2img, inpaint = ui_tabs
+    text = ("a cat\nSteps: 4, Sampler: Euler, Seed: 1, Size: 64x64, Model: tiny-sd1, Clip skip: 2, Emphasis: Sideways, "
+            "Masked content: fill, Inpaint area: Only masked, Mask blur: 9")
+    values = dict(zip(txt2img.fields(), target_values(ti_engine, text, txt2img)))
+    assert (values["sd_model_checkpoint"], values["CLIP_stop_at_last_layers"], values["emphasis"]) == ("tiny-sd1", 2,
+                                                                                                        KEEP)
+    assert (values["styles"], values["tiling"], values["enable_hr"]) == ([], False, False)  # prompts already styled
+    assert values["hr_upscaler"] is KEEP  # not in the text: left as it is
+    missing = dict(zip(txt2img.fields(), target_values(ti_engine, text.replace("tiny-sd1", "elsewhere"), txt2img)))
+    assert missing["sd_model_checkpoint"] is KEEP  # a checkpoint this machine lacks keeps the current pick
+    painted = dict(zip(inpaint.fields(), target_values(ti_engine, text, inpaint)))
+    # A1111 numbers become the index radios' labels; the picture and mask are not in an infotext
+    assert (painted["inpainting_fill"], painted["inpaint_full_res"], painted["mask_blur"]) == ("fill", "Only masked", 9)
+    assert painted["init_image"] is KEEP and painted["mask"] is KEEP
 
 
 # ----- hires fix ---------------------------------------------------------------------------------
@@ -185,32 +182,23 @@ HIRES_INFOTEXT = ("a red circle\nSteps: 20, Sampler: Euler a, Schedule type: Aut
                   "Hires upscaler: Lanczos, Version: x")
 
 
-def test_hires_fields_turn_slider_floats_into_request_fields() -> None:
-    from app.engine import Txt2ImgRequest
+def test_hires_slider_values_become_request_fields() -> None:
     from app.engine.hires import hires_size
-    from app.ui.hires_controls import hires_fields
+    from app.ui.generate_tab import request_from_ui
 
-    fields = hires_fields(True, "Lanczos", 4.0, 0.5, 1.5, 0.0, 96.0, "Use same checkpoint", "Euler",
-                          "a sharp circle", "")
-    assert fields == dict(enable_hr=True, hr_upscaler="Lanczos", hr_second_pass_steps=4, denoising_strength=0.5,
-                          hr_scale=1.5, hr_resize_x=0, hr_resize_y=96, hr_checkpoint="Use same checkpoint",
-                          hr_sampler="Euler", hr_prompt="a sharp circle", hr_negative_prompt="")
-    assert [type(fields[k]) for k in ("hr_second_pass_steps", "hr_resize_x", "hr_resize_y")] == [int, int, int]
-    assert type(fields["hr_scale"]) is float and type(fields["denoising_strength"]) is float
-    request = Txt2ImgRequest(width=64, height=64, steps=4, **fields)
+    request = request_from_ui("txt2img", dict(
+        width=64.0, height=64.0, steps=4.0, enable_hr=True, hr_upscaler="Lanczos", hr_second_pass_steps=4.0,
+        denoising_strength=0.5, hr_scale=1.5, hr_resize_x=0.0, hr_resize_y=96.0, hr_checkpoint_name="Use same checkpoint",
+        hr_sampler_name="Euler", hr_prompt="a sharp circle", hr_negative_prompt="", hr_scheduler="Karras"))
     request.validate()
+    assert (request.enable_hr, request.hr_upscaler, request.hr_second_pass_steps, request.denoising_strength,
+            request.hr_scale, request.hr_resize_x, request.hr_resize_y) == (True, "Lanczos", 4, 0.5, 1.5, 0, 96)
+    assert (request.hr_checkpoint, request.hr_sampler, request.hr_schedule_type, request.hr_prompt) == (
+        "Use same checkpoint", "Euler", "Karras", "a sharp circle")
+    assert all(type(getattr(request, name)) is int for name in ("hr_second_pass_steps", "hr_resize_x", "hr_resize_y"))
     assert hires_size(request) == (96, 96)
-
-
-def test_hires_fields_default_to_the_requests_defaults() -> None:
-    from app.engine import Txt2ImgRequest
-    from app.ui.hires_controls import hires_fields
-
-    fields = hires_fields(None, None, None, None, None, None, None, None, None, None, None)
-    plain = Txt2ImgRequest()
-    assert fields == {name: getattr(plain, name) for name in fields}
-    assert fields["enable_hr"] is False and fields["hr_upscaler"] == "Latent"
-    assert (fields["hr_sampler"], fields["hr_checkpoint"]) == ("Use same sampler", "Use same checkpoint")
+    off = request_from_ui("txt2img", dict(enable_hr=False, hr_upscaler="Lanczos", hr_scale=3.0))
+    assert (off.enable_hr, off.hr_upscaler, off.hr_scale) == (False, "Latent", 2.0)  # hires fields count only when on
 
 
 def test_hires_size_line_shows_the_final_size_or_nothing() -> None:
@@ -226,46 +214,54 @@ def test_hires_size_line_shows_the_final_size_or_nothing() -> None:
         assert hires_size_text(*bad) == ""
 
 
-def test_hires_values_come_back_from_an_engine_infotext() -> None:
-    from app.ui.hires_controls import hires_values_from_infotext
+def test_hires_values_come_back_from_an_engine_infotext(ti_engine, ui_tabs) -> None:
+    from app.ui.send_to import KEEP, target_values
 
-    values = hires_values_from_infotext(HIRES_INFOTEXT)
-    assert values == [True, "Lanczos", 4, 0.5, 2.0, 0, 0, "Use same checkpoint", "Use same sampler", "", ""]
-    resized = hires_values_from_infotext(HIRES_INFOTEXT.replace("Hires upscale: 2", "Hires resize: 640x0").replace(
+    fields = infotext_fields(HIRES_INFOTEXT)
+    assert {name: fields[name] for name in ("enable_hr", "hr_upscaler", "hr_second_pass_steps", "denoising_strength",
+                                            "hr_scale", "hr_resize_x", "hr_resize_y", "hr_checkpoint_name",
+                                            "hr_sampler_name", "hr_scheduler")} == dict(
+        enable_hr=True, hr_upscaler="Lanczos", hr_second_pass_steps=4, denoising_strength=0.5, hr_scale=2.0,
+        hr_resize_x=0, hr_resize_y=0, hr_checkpoint_name="Use same checkpoint", hr_sampler_name="Use same sampler",
+        hr_scheduler="Use same scheduler")
+    resized = infotext_fields(HIRES_INFOTEXT.replace("Hires upscale: 2", "Hires resize: 640x0").replace(
         ", Version: x", ', Hires checkpoint: other, Hires sampler: DPM++ 2M Karras, Hires prompt: "a, b"'))
-    assert resized[:8] == [True, "Lanczos", 4, 0.5, 2.0, 640, 0, "other"]
-    assert resized[8:] == ["DPM++ 2M", "a, b", ""]
-    assert isinstance(hires_values_from_infotext(HIRES_INFOTEXT.replace("Lanczos", "R-ESRGAN 4x+"))[1], dict)
-    missing = hires_values_from_infotext(HIRES_INFOTEXT.replace("Hires upscale: 2", "Hires checkpoint: gone"),
-                                         checkpoints=["tiny-sd1"])
-    assert isinstance(missing[7], dict)  # gr.update(): a checkpoint this machine lacks keeps the current pick
-    plain = hires_values_from_infotext("a cat\nSteps: 4, Sampler: Euler, Seed: 1, Size: 64x64")
-    assert plain[0] is False and len(plain) == 11 and all(isinstance(v, dict) for v in plain[1:])
+    assert (resized["hr_resize_x"], resized["hr_checkpoint_name"], resized["hr_prompt"]) == (640, "other", "a, b")
+    assert (resized["hr_sampler_name"], resized["hr_scheduler"]) == ("DPM++ 2M", "Karras")  # old fused name split
+    txt2img, _ = ui_tabs
+    shown = dict(zip(txt2img.fields(), target_values(ti_engine, HIRES_INFOTEXT.replace("Lanczos", "R-ESRGAN 4x+"),
+                                                      txt2img)))
+    assert shown["enable_hr"] is True and shown["hr_upscaler"] is KEEP  # an upscaler this app lacks
+    assert shown["hr_second_pass_steps"] == 4 and shown["hr_sampler_name"] == "Use same sampler"
+    plain = infotext_fields("a cat\nSteps: 4, Sampler: Euler, Seed: 1, Size: 64x64")
+    assert plain["enable_hr"] is False
 
 
-def test_hires_values_from_a_real_generation_round_trip(ti_engine) -> None:
-    from app.engine import Txt2ImgRequest
-    from app.ui.hires_controls import hires_fields, hires_values_from_infotext
+def test_a_generation_round_trips_through_its_infotext(ti_engine) -> None:
+    from app.ui.generate_tab import request_from_ui
 
-    fields = hires_fields(True, "Lanczos", 3.0, 0.6, 1.5, 0.0, 0.0, "Use same checkpoint", "Euler", "sharp", "")
-    result = ti_engine.submit(Txt2ImgRequest(prompt="a red circle", model="tiny-sd1", steps=2, width=64, height=64,
-                                             seed=1, save=False, **fields)).wait(timeout=120)
+    asked = request_from_ui("txt2img", dict(
+        prompt="a red circle", sd_model_checkpoint="tiny-sd1", steps=2, width=64, height=64, seed=1,
+        sampler_name="DPM++ 2M", scheduler="Exponential", CLIP_stop_at_last_layers=2, tiling=True, enable_hr=True,
+        hr_upscaler="Lanczos", hr_second_pass_steps=3, denoising_strength=0.6, hr_scale=1.5, hr_sampler_name="Euler",
+        hr_scheduler="Karras", hr_prompt="sharp"))
+    result = ti_engine.submit(asked.with_changes(save=False)).wait(timeout=120)
     assert result.images[0].size == (96, 96)
-    values = hires_values_from_infotext(result.infotexts[0])
-    assert values == [True, "Lanczos", 3, 0.6, 1.5, 0, 0, "Use same checkpoint", "Euler", "sharp", ""]
-    assert hires_fields(*values) == fields
+    back = request_from_ui("txt2img", infotext_fields(result.infotexts[0]))
+    assert back == asked  # every field the tab sent comes back from the saved text
 
 
-def test_sending_to_txt2img_fills_the_hires_controls(ti_engine) -> None:
-    from app.ui.send_to import target_values
+def test_sending_to_txt2img_fills_the_hires_controls(ti_engine, ui_tabs) -> None:
+    from app.ui.send_to import target_inputs, target_values
 
-    class Tab:  # only what target_values reads of a GenerateTab
-        hires = object()
-
-    values = target_values(ti_engine, HIRES_INFOTEXT, Tab())  # type: ignore[arg-type]
-    assert len(values) == 17 + 11 and values[0] == "tiny-sd1" and values[17:22] == [True, "Lanczos", 4, 0.5, 2.0]
-    Tab.hires = None
-    assert len(target_values(ti_engine, HIRES_INFOTEXT, Tab())) == 17  # type: ignore[arg-type]
+    txt2img, inpaint = ui_tabs
+    values = target_values(ti_engine, HIRES_INFOTEXT, txt2img)
+    assert len(values) == len(target_inputs(txt2img)) == 17 + 12
+    shown = dict(zip(txt2img.fields(), values))
+    assert shown["sd_model_checkpoint"] == "tiny-sd1"
+    assert [shown[name] for name in ("enable_hr", "hr_upscaler", "hr_second_pass_steps", "denoising_strength",
+                                     "hr_scale")] == [True, "Lanczos", 4, 0.5, 2.0]
+    assert "enable_hr" not in inpaint.fields()
 
 
 # ----- styles and tiling -------------------------------------------------------------------------
@@ -331,28 +327,23 @@ def test_a_malformed_styles_file_is_a_note_not_a_crash(styles) -> None:
 
 
 def test_styles_and_tiling_reach_the_request() -> None:
-    from app.engine import Img2ImgRequest, Txt2ImgRequest
-    from app.ui.generate_tab import SettingsControls, request_fields
+    from app.engine import Img2ImgRequest
+    from app.ui.generate_tab import request_from_ui
 
-    shared = ("tiny", "Automatic", "a circle", "", "Euler a", "Automatic", 20.0, 7.0, 64.0, 64.0, -1.0, 1.0, 1.0, 1.0,
-              "Original")
-    fields = request_fields(*shared, ["quality", "cinematic"], True)
-    assert fields["styles"] == ("quality", "cinematic") and fields["tiling"] is True
-    request = Txt2ImgRequest(**fields)
+    request = request_from_ui("txt2img", dict(prompt="a circle", styles=["quality", "cinematic"], tiling=True))
     request.validate()
     assert (request.styles, request.tiling) == (("quality", "cinematic"), True)
-    assert Img2ImgRequest(**request_fields(*shared, None, None)).styles == ()
-    plain = request_fields(*shared)  # styles and tiling default to none and off
-    assert (plain["styles"], plain["tiling"]) == ((), False)
-    assert request_fields(*shared, "quality", False)["styles"] == ("quality",)
-    assert [SettingsControls.position(name) for name in ("clip_skip", "emphasis", "styles", "tiling")] == [13, 14, 15,
-                                                                                                          16]
+    picture = Image.new("RGB", (64, 64))
+    assert request_from_ui("img2img", dict(init_image=picture, styles=None, tiling=None)).styles == ()
+    plain = request_from_ui("txt2img", {})  # styles and tiling default to none and off
+    assert (plain.styles, plain.tiling) == ((), False)
+    assert request_from_ui("txt2img", dict(styles="quality")).styles == ("quality",)  # one name from a client
 
 
 def test_tiling_and_styles_come_back_from_an_infotext() -> None:
     text = ("a tiled floor, masterpiece\nNegative prompt: lowres\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 5, "
             "Size: 512x512, Model: tiny, Tiling: True, Version: v1.10.1")
-    values = fields_from_infotext(text)
-    assert values[2] == "a tiled floor, masterpiece" and values[15] == []  # styles: already in the prompt
-    assert values[16] is True
-    assert fields_from_infotext(text.replace("Tiling: True, ", ""))[16] is False
+    fields = infotext_fields(text)
+    assert fields["prompt"] == "a tiled floor, masterpiece" and fields["styles"] == []  # already in the prompt
+    assert fields["tiling"] is True
+    assert infotext_fields(text.replace("Tiling: True, ", ""))["tiling"] is False

@@ -57,14 +57,15 @@ def router(context: ApiContext) -> APIRouter:
         return request, job, stamp
 
     async def generate(task: A1111Task, fields: dict[str, Any], owner: str) -> tuple[GenerationRequest, JobResult, str]:
-        """Submit and wait without holding a thread; an interrupted job gives an empty result, a failed one a 422."""
+        """Submit and wait without holding a thread; an interrupted job gives the images it finished (as A1111's
+        API returns them), a failed one a 422."""
         request, job, stamp = await run_in_threadpool(submit, task, fields, owner)
         while not job.finished:
             await asyncio.sleep(JOB_POLL_SECONDS)
         try:
             result = job.wait(0)
-        except JobCancelled:
-            result = JobResult()
+        except JobCancelled as exc:
+            result = exc.result
         except JobFailed as exc:
             raise ApiError(422, str(exc)) from None
         return request, result, stamp

@@ -1,8 +1,8 @@
 """Pydantic models of the generation routes, with A1111's field names and defaults.
 
 The request models take every field A1111 1.10's ``/txt2img`` and ``/img2img`` take (unknown keys
-pass too, as clients send many); limits come from ``app.engine.requests`` so that the OpenAPI
-page shows the engine's own. What a field means to LoRA Studio is decided once, in
+pass too, as clients send many); the limits of the fields every request checks come from the
+request types' own ``Limits`` (``app.engine.requests``), so the OpenAPI page shows the engine's. What a field means to LoRA Studio is decided once, in
 ``app.engine.a1111_request``.
 """
 
@@ -12,9 +12,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
-from app.engine.requests import MAX_BATCH_COUNT, MAX_BATCH_SIZE, MAX_SEED, MAX_SIZE, MAX_STEPS, MIN_SIZE, SIZE_MULTIPLE
+from app.engine.requests import SIZE_MULTIPLE, GenerationRequest, InpaintRequest, limits_of
 
-_SIZE = dict(ge=MIN_SIZE, le=MAX_SIZE, multiple_of=SIZE_MULTIPLE)
+
+def _limited(default: Any, name: str, request_type: type[GenerationRequest] = GenerationRequest, **extra: Any) -> Any:
+    """A pydantic Field with the range of the request field ``name``."""
+    limits = limits_of(request_type, name)
+    return Field(default, ge=limits.low, le=limits.high, **extra)
 
 
 class _GenerationFields(BaseModel):
@@ -25,19 +29,19 @@ class _GenerationFields(BaseModel):
     prompt: str = ""
     negative_prompt: str = ""
     styles: list[str] | None = Field(None, description="Names of styles in styles.csv, applied in turn")
-    seed: int = Field(-1, ge=-1, le=MAX_SEED, description="-1 = random")
+    seed: int = _limited(-1, "seed", description="-1 = random")
     subseed: int = -1
     subseed_strength: float = Field(0, description="Variation seeds: not supported, leave at 0")
     seed_resize_from_h: int = -1
     seed_resize_from_w: int = -1
     sampler_name: str | None = Field(None, description='e.g. "DPM++ 2M"; old fused names ("DPM++ 2M Karras") work')
     scheduler: str | None = Field(None, description='Schedule type, e.g. "Karras"; none = Automatic')
-    batch_size: int = Field(1, ge=1, le=MAX_BATCH_SIZE)
-    n_iter: int = Field(1, ge=1, le=MAX_BATCH_COUNT, description="Batch count")
-    steps: int = Field(50, ge=1, le=MAX_STEPS)
-    cfg_scale: float = 7.0
-    width: int = Field(512, **_SIZE)  # type: ignore[arg-type]
-    height: int = Field(512, **_SIZE)  # type: ignore[arg-type]
+    batch_size: int = _limited(1, "batch_size")
+    n_iter: int = _limited(1, "batch_count", description="Batch count")
+    steps: int = _limited(50, "steps")
+    cfg_scale: float = _limited(7.0, "cfg_scale")
+    width: int = _limited(512, "width", multiple_of=SIZE_MULTIPLE)
+    height: int = _limited(512, "height", multiple_of=SIZE_MULTIPLE)
     restore_faces: bool | None = None
     tiling: bool | None = None
     do_not_save_samples: bool = False
@@ -69,7 +73,7 @@ class _GenerationFields(BaseModel):
 class StableDiffusionTxt2ImgProcessingAPI(_GenerationFields):
     """A txt2img request (A1111's schema name)."""
 
-    enable_hr: bool = Field(False, description="Hires fix (not supported yet)")
+    enable_hr: bool = Field(False, description="Hires fix: the hr_* fields and denoising_strength count only with it")
     firstpass_image: str | None = None
     firstphase_width: int = 0
     firstphase_height: int = 0
@@ -80,7 +84,7 @@ class StableDiffusionTxt2ImgProcessingAPI(_GenerationFields):
     hr_resize_y: int = 0
     hr_checkpoint_name: str | None = None
     hr_sampler_name: str | None = None
-    hr_scheduler: str | None = None
+    hr_scheduler: str | None = Field(None, description='Schedule type of the hires pass; none = the first pass\'s')
     hr_prompt: str = ""
     hr_negative_prompt: str = ""
 
@@ -94,11 +98,11 @@ class StableDiffusionImg2ImgProcessingAPI(_GenerationFields):
     mask: str | None = Field(None, description="base64 mask: white = repaint; turns the request into inpainting")
     mask_blur_x: int = 4
     mask_blur_y: int = 4
-    mask_blur: int | None = None
+    mask_blur: int | None = _limited(None, "mask_blur", InpaintRequest)
     mask_round: bool = True
     inpainting_fill: int = Field(0, ge=0, le=3, description="0 fill, 1 original (2, 3: not supported)")
     inpaint_full_res: bool = Field(True, description="True = Only masked")
-    inpaint_full_res_padding: int = 0
+    inpaint_full_res_padding: int = _limited(0, "masked_padding", InpaintRequest)
     inpainting_mask_invert: int = Field(0, ge=0, le=1)
     initial_noise_multiplier: float | None = None
     latent_mask: str | None = None

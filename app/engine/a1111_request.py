@@ -36,9 +36,9 @@ from app.engine.requests import (
     InpaintRequest,
     Txt2ImgRequest,
 )
-from app.engine.samplers import resolve_sampler
+from app.engine.samplers import read_sampler
 
-A1111Task = Literal["txt2img", "img2img"]
+A1111Task = Literal["txt2img", "img2img", "inpaint"]  # "inpaint": img2img that inpaints even without a mask yet
 
 # A1111's API defaults for the fields the engine reads (its request models, v1.10).
 API_DEFAULTS: Mapping[str, Any] = MappingProxyType(
@@ -63,6 +63,30 @@ API_DEFAULTS: Mapping[str, Any] = MappingProxyType(
         "inpaint_full_res": True,
         "inpaint_full_res_padding": 0,
         "inpainting_mask_invert": 0,
+    }
+)
+
+
+
+def _engine_default(name: str) -> Any:
+    return InpaintRequest.__dataclass_fields__[name].default
+
+
+# The engine's own defaults under A1111's names: what a missing field means to the UI and to an infotext.
+ENGINE_DEFAULTS: Mapping[str, Any] = MappingProxyType(
+    {
+        **API_DEFAULTS,
+        "steps": _engine_default("steps"),
+        "sampler_index": _engine_default("sampler"),
+        "scheduler": _engine_default("schedule_type"),
+        "cfg_scale": _engine_default("cfg_scale"),
+        "save_images": _engine_default("save"),
+        "denoising_strength": _engine_default("denoising_strength"),
+        "mask_blur_x": _engine_default("mask_blur"),
+        "mask_blur_y": _engine_default("mask_blur"),
+        "inpainting_fill": 0 if _engine_default("masked_content") == "fill" else 1,
+        "inpaint_full_res": _engine_default("inpaint_area") == INPAINT_AREAS[1],
+        "inpaint_full_res_padding": _engine_default("masked_padding"),
     }
 )
 
@@ -133,11 +157,11 @@ UNSUPPORTED: Mapping[str, Unsupported] = MappingProxyType(
 )
 # Accepted and ignored, as A1111 ignores them where LoRA Studio runs: subseed without a variation
 # strength, image_cfg_scale without an instruct-pix2pix model, refiner_switch_at without a refiner,
-# hires fields without enable_hr (hr_scheduler: the hires pass keeps the first pass's schedule type),
+# hires fields without enable_hr,
 # save flags that save_images replaces, and bookkeeping fields. Listed for readers; the mapping reads
 # none of them.
 IGNORED: tuple[str, ...] = (
-    "subseed", "image_cfg_scale", "refiner_switch_at", "hr_scheduler", "firstphase_width", "firstphase_height",
+    "subseed", "image_cfg_scale", "refiner_switch_at", "firstphase_width", "firstphase_height",
     "do_not_save_samples", "do_not_save_grid",
     "override_settings_restore_afterwards", "send_images", "include_init_images", "force_task_id",
     "comments", "mask_round",
@@ -205,6 +229,7 @@ HIRES_FIELDS: Mapping[str, tuple[str, Any]] = MappingProxyType({
     "denoising_strength": ("denoising_strength", 0.7),
     "hr_checkpoint_name": ("hr_checkpoint", None),
     "hr_sampler_name": ("hr_sampler", None),
+    "hr_scheduler": ("hr_schedule_type", None),
     "hr_prompt": ("hr_prompt", ""),
     "hr_negative_prompt": ("hr_negative_prompt", ""),
 })
@@ -223,7 +248,7 @@ def _hires(fields: Mapping[str, Any], registry: Registry | None = None) -> dict[
         value = fields.get(a1111_name)
         value = default if value is None else value
         if value not in (None, ""):
-            chosen[name] = value
+            chosen[name] = _int_if_whole(value)
     return chosen
 
 
@@ -249,19 +274,23 @@ def validate_options(changes: Mapping[str, Any], registry: Registry) -> dict[str
 
 
 def request_from_a1111(task: A1111Task, fields: Mapping[str, Any], *, defaults: Mapping[str, Any],
-                       registry: Registry | None = None) -> GenerationRequest:
-    """The engine request for an A1111 API request.
+                       registry: Registry | None = None,
+                       field_defaults: Mapping[str, Any] = API_DEFAULTS) -> GenerationRequest:
+    """The engine request for A1111 fields: the one mapping the API, the UI tabs and infotexts go through.
 
     ``fields`` uses A1111's names, with the input image decoded under ``init_image`` and the mask
-    under ``mask`` (PIL images); an img2img request with a mask becomes an ``InpaintRequest``.
-    ``defaults`` are the API options; ``override_settings`` in ``fields`` win over them. With
-    ``registry``, checkpoint and VAE names are resolved (and unknown ones refused) here. Raises
-    ValueError naming the field for a value LoRA Studio cannot honour; the request is not validated.
+    under ``mask`` (PIL images); an img2img request with a mask (or ``task`` "inpaint") becomes an
+    ``InpaintRequest``. ``defaults`` are the API options; ``override_settings`` in ``fields`` win over
+    them. A missing field takes ``field_defaults`` (A1111's API defaults; ``ENGINE_DEFAULTS`` for the
+    UI and infotexts). Whole-number floats (what sliders send) become ints. With ``registry``,
+    checkpoint and VAE names are resolved (and unknown ones refused) here. Raises ValueError naming
+    the field for a value LoRA Studio cannot honour; a sampler it lacks is kept as written for
+    ``validate()`` to explain. The request is not validated.
     """
-    if task not in ("txt2img", "img2img"):
+    if task not in ("txt2img", "img2img", "inpaint"):
         raise ValueError(f"Unknown task {task!r}; choose txt2img or img2img.")
     refuse_unsupported(fields)
-    value = _reader(fields)
+    value = _reader(fields, field_defaults)
     settings = _settings(fields, defaults)
     sampler, schedule = _sampler(value("sampler_name"), value("sampler_index"), value("scheduler"))
     common: dict[str, Any] = dict(
@@ -269,13 +298,13 @@ def request_from_a1111(task: A1111Task, fields: Mapping[str, Any], *, defaults: 
         negative_prompt=value("negative_prompt"),
         model=checkpoint_name(settings["sd_model_checkpoint"], registry),
         vae=vae_name(settings["sd_vae"], registry),
-        steps=value("steps"),
+        steps=_int_if_whole(value("steps")),
         cfg_scale=value("cfg_scale"),
-        seed=value("seed"),
-        width=value("width"),
-        height=value("height"),
-        batch_count=value("n_iter"),
-        batch_size=value("batch_size"),
+        seed=_int_if_whole(value("seed")),
+        width=_int_if_whole(value("width")),
+        height=_int_if_whole(value("height")),
+        batch_count=_int_if_whole(value("n_iter")),
+        batch_size=_int_if_whole(value("batch_size")),
         sampler=sampler,
         schedule_type=schedule,
         clip_skip=clip_skip_value(settings["CLIP_stop_at_last_layers"]),
@@ -289,14 +318,14 @@ def request_from_a1111(task: A1111Task, fields: Mapping[str, Any], *, defaults: 
     common.update(init_image=_image("init_images[0]", fields.get("init_image")),
                   denoising_strength=value("denoising_strength"), resize_mode=_resize_mode(value("resize_mode")))
     mask = _image("mask", fields.get("mask"))
-    if mask is None:
+    if mask is None and task != "inpaint":
         return Img2ImgRequest(**common)
     return InpaintRequest(
         **common,
         mask=mask,
         mask_blur=_mask_blur(fields.get("mask_blur"), value("mask_blur_x"), value("mask_blur_y")),
         inpaint_area=INPAINT_AREAS[1] if value("inpaint_full_res") else INPAINT_AREAS[0],
-        masked_padding=value("inpaint_full_res_padding"),
+        masked_padding=_int_if_whole(value("inpaint_full_res_padding")),
         masked_content=_masked_content(value("inpainting_fill")),
         invert_mask=bool(value("inpainting_mask_invert")),
     )
@@ -371,12 +400,12 @@ def _is_neutral(value: object, neutral: tuple[object, ...]) -> bool:
     return False
 
 
-def _reader(fields: Mapping[str, Any]) -> Callable[[str], Any]:
-    """``value(name)``: the field, or A1111's default when it is missing or null."""
+def _reader(fields: Mapping[str, Any], field_defaults: Mapping[str, Any]) -> Callable[[str], Any]:
+    """``value(name)``: the field, or its default when it is missing or null."""
 
     def value(name: str) -> Any:
         given = fields.get(name)
-        return API_DEFAULTS.get(name) if given is None else given
+        return field_defaults.get(name) if given is None else given
 
     return value
 
@@ -394,13 +423,13 @@ def _settings(fields: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[st
 
 def _sampler(sampler_name: object, sampler_index: object, scheduler: object) -> tuple[str, str]:
     """Canonical (sampler, schedule type): sampler_name, else the legacy sampler_index; old fused
-    names ("DPM++ 2M Karras") set the schedule type."""
+    names ("DPM++ 2M Karras") set the schedule type; one LoRA Studio lacks is kept for validate()."""
     name = sampler_name if isinstance(sampler_name, str) and sampler_name.strip() else sampler_index
     if not isinstance(name, str):
         raise ValueError(f"sampler_name must be a sampler name, got {name!r}.")
     if scheduler is not None and not isinstance(scheduler, str):
         raise ValueError(f"scheduler must be a schedule type name, got {scheduler!r}.")
-    return resolve_sampler(name, scheduler or "Automatic")
+    return read_sampler(name, scheduler or "Automatic")
 
 
 def _styles(styles: object) -> tuple[str, ...]:
@@ -450,6 +479,13 @@ def _mask_blur(mask_blur: object, blur_x: object, blur_y: object) -> int:
     return x
 
 
+def _int_if_whole(value: Any) -> Any:
+    """20.0 -> 20 (a slider's or a JSON client's whole float); anything else unchanged, for validate() to judge."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 def _whole(label: str, value: object) -> int:
     """An int, or a float with no fraction, as an int; anything else raises ValueError."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or (
@@ -460,6 +496,7 @@ def _whole(label: str, value: object) -> int:
 
 __all__ = [
     "API_DEFAULTS",
+    "ENGINE_DEFAULTS",
     "IGNORED",
     "OPTION_DEFAULTS",
     "UNSUPPORTED",

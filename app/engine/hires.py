@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from app.engine.requests import SAME_CHECKPOINT, SAME_SAMPLER, SIZE_MULTIPLE
+from app.engine.requests import SAME_CHECKPOINT, SAME_SAMPLER, SAME_SCHEDULER, SIZE_MULTIPLE
 
 LATENT_MODES: dict[str, tuple[str, bool]] = {  # A1111's names -> (torch mode, antialias)
     "Latent": ("bilinear", False),
@@ -64,6 +64,13 @@ def _cover_size(request: Any) -> tuple[int, int]:  # the latent path's; pixels g
     return max(target_w, round(request.width * scale)), max(target_h, round(request.height * scale))
 
 
+def hires_sampler(request: Any) -> tuple[str, str]:
+    """(sampler, schedule type) of the second pass: its own where the request names them, else the first pass's."""
+    sampler = request.sampler if request.hr_sampler in ("", SAME_SAMPLER) else request.hr_sampler
+    schedule = request.schedule_type if request.hr_schedule_type in ("", SAME_SCHEDULER) else request.hr_schedule_type
+    return sampler, schedule
+
+
 def second_steps(request: Any) -> int:
     """How many steps the second pass runs (what its progress counts)."""
     return request.hr_second_pass_steps or request.steps
@@ -107,6 +114,8 @@ def hires_infotext(request: Any) -> dict[str, object]:
         params["Hires checkpoint"] = request.hr_checkpoint
     if request.hr_sampler not in ("", SAME_SAMPLER):
         params["Hires sampler"] = request.hr_sampler
+    if request.hr_schedule_type not in ("", SAME_SCHEDULER, request.schedule_type):
+        params["Hires schedule type"] = request.hr_schedule_type
     if request.hr_prompt and request.hr_prompt != request.prompt:
         params["Hires prompt"] = request.hr_prompt
     if request.hr_negative_prompt and request.hr_negative_prompt != request.negative_prompt:

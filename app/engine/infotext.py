@@ -20,15 +20,8 @@ import re
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from app.engine.requests import REQUEST_TYPES, SAME_CHECKPOINT, SAME_SAMPLER, GenerationRequest
-from app.engine.samplers import (
-    AUTOMATIC,
-    SAMPLERS,
-    canonical_schedule_type,
-    infotext_schedule_type,
-    resolve_sampler,
-    split_sampler_name,
-)
+from app.engine.requests import SAME_CHECKPOINT, SAME_SAMPLER, SAME_SCHEDULER, GenerationRequest
+from app.engine.samplers import AUTOMATIC, infotext_schedule_type, resolve_sampler
 
 DEFAULT_VERSION = "lora-studio 0.1.0"
 
@@ -77,6 +70,7 @@ AFTER_LORA_KEYS: tuple[str, ...] = (
     "Schedule rho",
     "Beta schedule alpha",
     "Beta schedule beta",
+    "Hires schedule type",  # set by the sampler of the hires pass, after everything of the first
 )
 
 # What A1111's parse_generation_parameters fills in for a key the text lacks.
@@ -86,6 +80,7 @@ A1111_DEFAULTS: Mapping[str, str] = MappingProxyType(
         "Hires resize-1": "0",
         "Hires resize-2": "0",
         "Hires sampler": SAME_SAMPLER,
+        "Hires schedule type": SAME_SCHEDULER,
         "Hires checkpoint": SAME_CHECKPOINT,
         "Hires prompt": "",
         "Hires negative prompt": "",
@@ -263,114 +258,6 @@ def parse_infotext(text: str, *, with_defaults: bool = False) -> dict[str, str]:
     return result
 
 
-def _to_int(value: str | None) -> int | None:
-    if value is None:
-        return None
-    try:
-        return int(value.strip())
-    except ValueError:
-        try:
-            number = float(value)
-        except ValueError:
-            return None
-        return int(number) if number.is_integer() else None
-
-
-def _to_float(value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        return float(value.strip())
-    except ValueError:
-        return None
-
-
-def _sampler_fields(params: Mapping[str, str]) -> dict[str, str]:
-    """Sampler and schedule type from an infotext, old fused names split.
-
-    An unsupported choice is kept as written, so that ``validate()`` explains it. DDIM, PLMS and
-    UniPC ignore the schedule type in A1111, so theirs reads back as Automatic.
-    """
-    name = params.get("Sampler")
-    if name is None:
-        return {}
-    schedule = params.get("Schedule type", AUTOMATIC)
-    try:
-        sampler, chosen = resolve_sampler(name, schedule)
-    except ValueError:
-        try:
-            sampler, fused = split_sampler_name(name)
-        except ValueError:
-            return {"sampler": name.strip(), "schedule_type": schedule}
-        try:
-            given = canonical_schedule_type(schedule)
-        except ValueError:
-            given = schedule
-        chosen = fused or given
-        spec = SAMPLERS.get(sampler)
-        if spec is not None and spec.schedule_types == (AUTOMATIC,):
-            chosen = AUTOMATIC
-    return {"sampler": sampler, "schedule_type": chosen}
-
-
-def _hires_fields(params: Mapping[str, str]) -> dict[str, object]:
-    """The text fields of hires fix (the numbers are read with the others)."""
-    fields: dict[str, object] = {"enable_hr": True, "hr_upscaler": params["Hires upscaler"]}
-    for field_name, key in (("hr_sampler", "Hires sampler"), ("hr_checkpoint", "Hires checkpoint"),
-                            ("hr_prompt", "Hires prompt"), ("hr_negative_prompt", "Hires negative prompt")):
-        if params.get(key) and params[key] not in (SAME_SAMPLER, SAME_CHECKPOINT):
-            fields[field_name] = params[key]
-    return fields
-
-
-def request_from_infotext(text: str, task: str = "txt2img") -> GenerationRequest:
-    """A request of ``task`` ("txt2img", "img2img" or "inpaint") with the fields ``text`` gives.
-
-    Missing keys take A1111's defaults where it has them, else the request's; unknown keys and
-    unreadable numbers are ignored; ``Model`` goes into ``request.model`` and ``VAE`` into
-    ``request.vae``. LoRA tags stay in the prompt (``loras`` stays empty), and images and masks
-    are not in an infotext. The request is not validated.
-    """
-    if task not in REQUEST_TYPES:
-        raise ValueError(f"Unknown task {task!r}; choose one of {', '.join(REQUEST_TYPES)}.")
-    params = parse_infotext(text, with_defaults=True)
-    fields: dict[str, object] = {"prompt": params["Prompt"], "negative_prompt": params["Negative prompt"]}
-    if params.get("Model"):
-        fields["model"] = params["Model"]
-    if params.get("VAE"):
-        fields["vae"] = params["VAE"]
-    numbers: tuple[tuple[str, str, object], ...] = (
-        ("steps", "Steps", _to_int),
-        ("cfg_scale", "CFG scale", _to_float),
-        ("seed", "Seed", _to_int),
-        ("width", "Size-1", _to_int),
-        ("height", "Size-2", _to_int),
-        ("clip_skip", "Clip skip", _to_int),
-    )
-    if task in ("img2img", "inpaint"):
-        numbers += (("denoising_strength", "Denoising strength", _to_float),)
-    if task == "txt2img" and "Hires upscaler" in params:  # A1111 writes it whenever hires fix ran
-        fields.update(_hires_fields(params))
-        numbers += (("denoising_strength", "Denoising strength", _to_float),
-                    ("hr_scale", "Hires upscale", _to_float), ("hr_resize_x", "Hires resize-1", _to_int),
-                    ("hr_resize_y", "Hires resize-2", _to_int), ("hr_second_pass_steps", "Hires steps", _to_int))
-    if task == "inpaint":
-        numbers += (("mask_blur", "Mask blur", _to_int), ("masked_padding", "Masked area padding", _to_int))
-        fields["inpaint_area"] = params["Inpaint area"]
-        fields["masked_content"] = params["Masked content"]
-        fields["invert_mask"] = params["Mask mode"] == "Inpaint not masked"
-    for field_name, key, convert in numbers:
-        value = convert(params.get(key))  # type: ignore[operator]
-        if value is not None:
-            fields[field_name] = value
-    fields.update(_sampler_fields(params))
-    if params.get("Emphasis"):
-        fields["emphasis"] = params["Emphasis"]
-    if params.get("Tiling") == "True":
-        fields["tiling"] = True
-    return REQUEST_TYPES[task](**fields)
-
-
 __all__ = [
     "A1111_DEFAULTS",
     "DEFAULT_VERSION",
@@ -378,6 +265,5 @@ __all__ = [
     "format_lora_hashes",
     "parse_infotext",
     "quote",
-    "request_from_infotext",
     "unquote",
 ]

@@ -17,7 +17,12 @@ PHASES = ("queued", "loading", "sampling", "training", "decoding", "saving", "do
 
 
 class JobCancelled(Exception):
-    """Raised inside a running job when its owner cancelled it."""
+    """Raised inside a running job when its owner cancelled it. ``Job.wait`` raises it with ``result``:
+    what the job finished before it stopped (a generation keeps its finished batches, as A1111 does)."""
+
+    def __init__(self, message: str = "cancelled", result: JobResult | None = None) -> None:
+        super().__init__(message)
+        self.result = result if result is not None else JobResult()
 
 
 class BatchSkipped(Exception):
@@ -98,13 +103,14 @@ class Job:
                 return
 
     def wait(self, timeout: float | None = None) -> JobResult:
-        """Block until the job ends; return its result or raise JobFailed / JobCancelled."""
+        """Block until the job ends; return its result or raise JobFailed, or JobCancelled holding the
+        partial result (a script must not mistake the batches done before an interrupt for the whole job)."""
         if not self._finished.wait(timeout):
             raise TimeoutError(f"{self.id} did not finish within {timeout} s")
         final = self.final_event
         assert final is not None
         if final.phase == "cancelled":
-            raise JobCancelled(final.message or "cancelled")
+            raise JobCancelled(final.message or "cancelled", final.result)
         if final.phase == "failed":
             raise JobFailed(final.message)
         assert final.result is not None
@@ -140,6 +146,7 @@ class JobContext:
     """Handed to a job's work function: report progress, and stop when cancelled."""
 
     job: Job
+    partial: JobResult = field(default_factory=JobResult)  # what the work has finished: a cancelled job ends with it
 
     def emit(self, phase: str, **data: Any) -> None:
         self.job.emit(phase, **data)

@@ -8,7 +8,7 @@ A1111 has a name, so infotext and API fields map one to one.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
-from typing import Literal
+from typing import Any, Literal
 
 from PIL import Image
 
@@ -27,6 +27,39 @@ MAX_BATCH_COUNT = 100
 MAX_SEED = 2**32 - 1
 MAX_CFG_SCALE = 30.0
 MAX_CLIP_SKIP = 12
+MAX_HIRES_SCALE = 4.0
+MAX_MASK_BLUR = 64
+MAX_MASKED_PADDING = 256
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The range of a numeric request field: ``validate()`` checks it, the UI's sliders and the API's
+    schema read it (``limits_of``), so a limit is written once. ``hires``: checked only with hires fix on."""
+
+    label: str
+    low: float
+    high: float
+    step: float = 1
+    hires: bool = False
+
+    @property
+    def whole(self) -> bool:
+        """Whether the field takes whole numbers (its step is a whole number)."""
+        return float(self.step).is_integer()
+
+    def check(self, value: object) -> None:
+        (_check_int if self.whole else _check_float)(self.label, value, self.low, self.high)  # type: ignore[arg-type]
+
+
+def limited(default: float, label: str, low: float, high: float, step: float = 1, *, hires: bool = False) -> Any:
+    """A dataclass field with ``Limits`` (``step`` is the UI's; a whole step means whole numbers)."""
+    return field(default=default, metadata={"limits": Limits(label, low, high, step, hires)})
+
+
+def limits_of(request_type: type["GenerationRequest"], name: str) -> Limits:
+    """The Limits of field ``name`` of ``request_type`` (KeyError for a field without limits)."""
+    return request_type.__dataclass_fields__[name].metadata["limits"]
 
 
 @dataclass(frozen=True)
@@ -46,16 +79,16 @@ class GenerationRequest:
     model: str | None = None  # registry name, path or hub id; None = the engine's default model
     vae: str | None = None  # None = the checkpoint's own VAE
     loras: tuple[LoraSpec, ...] = ()
-    steps: int = 20
-    cfg_scale: float = 7.0
-    seed: int = -1  # -1 = random; the seed used is recorded in the result
-    width: int = 512
-    height: int = 512
-    batch_count: int = 1  # A1111 "n_iter": runs one after another
-    batch_size: int = 1  # images per run
+    steps: int = limited(20, "Steps", 1, MAX_STEPS)
+    cfg_scale: float = limited(7.0, "CFG scale", 0.0, MAX_CFG_SCALE, 0.5)
+    seed: int = limited(-1, "Seed", -1, MAX_SEED)  # -1 = random; the seed used is recorded in the result
+    width: int = limited(512, "Width", MIN_SIZE, MAX_SIZE, SIZE_MULTIPLE)
+    height: int = limited(512, "Height", MIN_SIZE, MAX_SIZE, SIZE_MULTIPLE)
+    batch_count: int = limited(1, "Batch count", 1, MAX_BATCH_COUNT)  # A1111 "n_iter": runs one after another
+    batch_size: int = limited(1, "Batch size", 1, MAX_BATCH_SIZE)  # images per run
     sampler: str = "Euler a"
     schedule_type: str = "Automatic"
-    clip_skip: int = 1  # A1111 numbering: 1 = last layer, 2 = penultimate
+    clip_skip: int = limited(1, "Clip skip", 1, MAX_CLIP_SKIP)  # A1111 numbering: 1 = last layer, 2 = penultimate
     emphasis: str = "Original"  # how (text:1.2) weights reach the conditioning: one of EMPHASIS_MODES
     styles: tuple[str, ...] = ()  # names from styles.csv, applied by Engine.submit (the infotext shows the result)
     tiling: bool = False  # seamless, tileable pictures (circular padding in the UNet and VAE for this job)
@@ -70,16 +103,10 @@ class GenerationRequest:
 
         if not isinstance(self.prompt, str) or not isinstance(self.negative_prompt, str):
             raise ValueError("Prompt and negative prompt must be text.")
-        _check_int("Steps", self.steps, 1, MAX_STEPS)
-        _check_float("CFG scale", self.cfg_scale, 0.0, MAX_CFG_SCALE)
-        _check_int("Seed", self.seed, -1, MAX_SEED)
+        self.check_limits(hires=False)
         for label, value in (("Width", self.width), ("Height", self.height)):
-            _check_int(label, value, MIN_SIZE, MAX_SIZE)
             if value % SIZE_MULTIPLE:
                 raise ValueError(f"{label} must be a multiple of {SIZE_MULTIPLE}, got {value}.")
-        _check_int("Batch count", self.batch_count, 1, MAX_BATCH_COUNT)
-        _check_int("Batch size", self.batch_size, 1, MAX_BATCH_SIZE)
-        _check_int("Clip skip", self.clip_skip, 1, MAX_CLIP_SKIP)
         if not all(isinstance(name, str) for name in self.styles):
             raise ValueError("Styles must be a list of style names.")
         if self.emphasis not in EMPHASIS_MODES:
@@ -90,27 +117,35 @@ class GenerationRequest:
                 raise ValueError("Each LoRA needs a name.")
             _check_float(f"Weight of LoRA {lora.name!r}", lora.weight, -10.0, 10.0)
 
+    def check_limits(self, *, hires: bool) -> None:
+        """Check each field with Limits of the one group (the first pass's, or hires fix's)."""
+        for spec in fields(self):
+            limits = spec.metadata.get("limits")
+            if limits is not None and limits.hires == hires:
+                limits.check(getattr(self, spec.name))
+
     def with_changes(self, **changes: object) -> "GenerationRequest":
         """A copy with some fields replaced (the task stays)."""
         return replace(self, **changes)
 
 
 SAME_SAMPLER = "Use same sampler"
+SAME_SCHEDULER = "Use same scheduler"
 SAME_CHECKPOINT = "Use same checkpoint"
-MAX_HIRES_SCALE = 4.0
 
 
 @dataclass
 class Txt2ImgRequest(GenerationRequest):
     # Hires fix (A1111's names): a second, img2img pass over the upscaled first picture.
     enable_hr: bool = False
-    hr_scale: float = 2.0  # used when hr_resize_x and hr_resize_y are 0
-    hr_resize_x: int = 0
-    hr_resize_y: int = 0
+    hr_scale: float = limited(2.0, "Hires upscale", 1.0, MAX_HIRES_SCALE, 0.05, hires=True)  # when both resizes are 0
+    hr_resize_x: int = limited(0, "Hires resize width", 0, MAX_SIZE, SIZE_MULTIPLE, hires=True)
+    hr_resize_y: int = limited(0, "Hires resize height", 0, MAX_SIZE, SIZE_MULTIPLE, hires=True)
     hr_upscaler: str = "Latent"
-    hr_second_pass_steps: int = 0  # 0 = the first pass's steps
-    denoising_strength: float = 0.7  # of the second pass
+    hr_second_pass_steps: int = limited(0, "Hires steps", 0, MAX_STEPS, hires=True)  # 0 = the first pass's steps
+    denoising_strength: float = limited(0.7, "Denoising strength", 0.01, 1.0, 0.01, hires=True)  # of the second pass
     hr_sampler: str = SAME_SAMPLER
+    hr_schedule_type: str = SAME_SCHEDULER
     hr_checkpoint: str = SAME_CHECKPOINT
     hr_prompt: str = ""  # "" = the prompt
     hr_negative_prompt: str = ""  # "" = the negative prompt
@@ -121,20 +156,15 @@ class Txt2ImgRequest(GenerationRequest):
         super().validate()
         if not self.enable_hr:
             return
-        from app.engine.hires import check_upscaler, hires_size
+        from app.engine.hires import check_upscaler, hires_sampler, hires_size
         from app.engine.samplers import resolve_sampler
 
         check_upscaler(self.hr_upscaler)
-        _check_float("Hires upscale", self.hr_scale, 1.0, MAX_HIRES_SCALE)
-        _check_int("Hires resize width", self.hr_resize_x, 0, MAX_SIZE)
-        _check_int("Hires resize height", self.hr_resize_y, 0, MAX_SIZE)
-        _check_int("Hires steps", self.hr_second_pass_steps, 0, MAX_STEPS)
-        _check_float("Denoising strength", self.denoising_strength, 0.01, 1.0)
+        self.check_limits(hires=True)
         width, height = hires_size(self)
         if max(width, height) > MAX_SIZE or min(width, height) < MIN_SIZE:
             raise ValueError(f"Hires fix would make {width}x{height}; each side must be {MIN_SIZE} to {MAX_SIZE}.")
-        if self.hr_sampler != SAME_SAMPLER:
-            resolve_sampler(self.hr_sampler, self.schedule_type)
+        resolve_sampler(*hires_sampler(self))  # raises ValueError for unknown names
         for label, text in (("Hires prompt", self.hr_prompt), ("Hires negative prompt", self.hr_negative_prompt)):
             if not isinstance(text, str):
                 raise ValueError(f"{label} must be text.")
@@ -143,7 +173,7 @@ class Txt2ImgRequest(GenerationRequest):
 @dataclass
 class Img2ImgRequest(GenerationRequest):
     init_image: Image.Image | None = None
-    denoising_strength: float = 0.75
+    denoising_strength: float = limited(0.75, "Denoising strength", 0.0, 1.0, 0.01)
     resize_mode: str = "Just resize"
 
     task: TaskName = field(default="img2img", init=False)
@@ -152,7 +182,6 @@ class Img2ImgRequest(GenerationRequest):
         super().validate()
         if not isinstance(self.init_image, Image.Image):
             raise ValueError("img2img needs an input image.")
-        _check_float("Denoising strength", self.denoising_strength, 0.0, 1.0)
         if self.denoising_strength * self.steps < 1:
             raise ValueError(
                 f"Denoising strength {self.denoising_strength} with {self.steps} steps runs no step: "
@@ -165,9 +194,9 @@ class Img2ImgRequest(GenerationRequest):
 @dataclass
 class InpaintRequest(Img2ImgRequest):
     mask: Image.Image | None = None  # white = repaint, black = keep
-    mask_blur: int = 4
+    mask_blur: int = limited(4, "Mask blur", 0, MAX_MASK_BLUR)
     inpaint_area: str = "Whole picture"
-    masked_padding: int = 32
+    masked_padding: int = limited(32, "Masked area padding", 0, MAX_MASKED_PADDING, 4)
     masked_content: str = "original"
     invert_mask: bool = False
 
@@ -183,8 +212,6 @@ class InpaintRequest(Img2ImgRequest):
                 f"The mask is {self.mask.size[0]}x{self.mask.size[1]} but the image is "
                 f"{self.init_image.size[0]}x{self.init_image.size[1]}: they must be the same size."
             )
-        _check_int("Mask blur", self.mask_blur, 0, 64)
-        _check_int("Masked area padding", self.masked_padding, 0, 256)
         if self.inpaint_area not in INPAINT_AREAS:
             raise ValueError(f"Unknown inpaint area {self.inpaint_area!r}; choose one of {', '.join(INPAINT_AREAS)}.")
         if self.masked_content not in MASKED_CONTENTS:

@@ -477,6 +477,29 @@ def resolve_sampler(name: str, schedule_type: str = AUTOMATIC) -> tuple[str, str
     return sampler, chosen
 
 
+def read_sampler(name: str, schedule_type: str | None = AUTOMATIC) -> tuple[str, str]:
+    """(sampler, schedule type) as ``resolve_sampler`` gives them, or, for a choice LoRA Studio cannot run,
+    as written (old fused names split), so that ``GenerationRequest.validate()`` explains it. DDIM, PLMS and
+    UniPC ignore the schedule type in A1111, so theirs reads as Automatic."""
+    schedule = schedule_type or AUTOMATIC
+    try:
+        return resolve_sampler(name, schedule)
+    except ValueError:
+        pass
+    try:
+        sampler, fused = split_sampler_name(name)
+    except ValueError:
+        return name.strip(), schedule
+    try:
+        given = canonical_schedule_type(schedule)
+    except ValueError:
+        given = schedule
+    spec = SAMPLERS.get(sampler)
+    if spec is not None and spec.schedule_types == (AUTOMATIC,):
+        return sampler, AUTOMATIC
+    return sampler, fused or given
+
+
 def supported_schedule_types(sampler: str) -> tuple[str, ...]:
     """The schedule types a sampler can run, Automatic first (for a UI dropdown)."""
     canonical, _ = resolve_sampler(sampler)

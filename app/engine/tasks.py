@@ -29,6 +29,7 @@ from app.engine.prompts import requested_loras, split_lora_tags
 from app.engine.registry import ModelRegistry
 from app.engine.hires import (
     hires_infotext,
+    hires_sampler,
     is_latent,
     second_pass_schedule,
     second_steps,
@@ -37,7 +38,6 @@ from app.engine.hires import (
 )
 from app.engine.requests import (
     SAME_CHECKPOINT,
-    SAME_SAMPLER,
     GenerationRequest,
     Img2ImgRequest,
     InpaintRequest,
@@ -119,7 +119,8 @@ class _JobClock:
 
 def run_generation(ctx: JobContext, request: GenerationRequest, manager: ModelManager,
                    settings: GenerationSettings) -> JobResult:
-    """Run every batch of ``request``; save and return the images."""
+    """Run every batch of ``request``; save and return the images. Each finished batch goes into
+    ``ctx.partial`` as it is saved, so an interrupted job still ends with them (as A1111 returns them)."""
     ctx.emit("loading", message=f"Loading {request.model or manager.config.default_model}")
     loaded = manager.get(request.model)
     vae_entry = manager.registry.find_vae(request.vae) if request.vae else None
@@ -144,7 +145,7 @@ def run_generation(ctx: JobContext, request: GenerationRequest, manager: ModelMa
     seeds = job_seeds(request)
     inputs = prepare_inputs(request, loaded)
     clock = _JobClock()
-    result = JobResult(info={"model": model_display_name(loaded), "model_hash": loaded.model_hash})
+    result = ctx.partial = JobResult(info={"model": model_display_name(loaded), "model_hash": loaded.model_hash})
     vae_hash = manager.registry.short_hash(vae_entry) if vae_entry else None
     lora_hashes = {lora.name: manager.registry.lora_hash(lora.path)[:12] for lora in loras}
     extra = prompt_infotext(request.prompt, request.negative_prompt, request.steps, request.emphasis, conditioning)
@@ -212,8 +213,7 @@ def hires_pass(ctx: JobContext, request: Txt2ImgRequest, prompt: str, first: Any
         second.adapters.activate(loras)
     pipe = second.pipeline("img2img", vae, request.vae)
     tiling = circular_padding(pipe.unet, pipe.vae) if request.tiling else contextlib.nullcontext()
-    sampler = request.sampler if request.hr_sampler in ("", SAME_SAMPLER) else request.hr_sampler
-    pipe.scheduler = make_scheduler(second.scheduler_config, *resolve_sampler(sampler, request.schedule_type))
+    pipe.scheduler = make_scheduler(second.scheduler_config, *resolve_sampler(*hires_sampler(request)))
     if is_latent(request.hr_upscaler):
         start: Any = upscale_latents(first, request, int(pipe.vae_scale_factor))
     else:

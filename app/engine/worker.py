@@ -13,7 +13,7 @@ from collections import OrderedDict, deque
 
 import torch
 
-from app.engine.jobs import Job, JobCancelled, JobContext
+from app.engine.jobs import Job, JobCancelled, JobContext, JobResult
 from app.engine.manager import free_device_memory
 
 log = logging.getLogger(__name__)
@@ -127,7 +127,7 @@ class Worker:
             return False
         job.request_cancel()
         if self.queue.remove(job):
-            job.emit("cancelled", message="Cancelled before it started.")
+            job.emit("cancelled", message="Cancelled before it started.", result=JobResult())
             self._forget(job)
             self._announce_positions()
         return True
@@ -150,14 +150,15 @@ class Worker:
                 self._forget(job)
 
     def _run(self, job: Job) -> None:
+        context = JobContext(job)
         try:
             if job.cancel_requested:
                 raise JobCancelled("Cancelled before it started.")
-            result = job.run(JobContext(job))
+            result = job.run(context)
             job.emit("done", result=result)
         except JobCancelled as exc:
             log.info("%s cancelled: %s", job.id, exc)
-            job.emit("cancelled", message=str(exc))
+            job.emit("cancelled", message=str(exc), result=context.partial)
         except torch.OutOfMemoryError as exc:
             log.error("%s ran out of device memory: %s", job.id, exc)
             free_device_memory()

@@ -1,26 +1,24 @@
-"""The shared body of the generate tabs: settings, Generate/Interrupt, progress, preview, gallery."""
+"""The shared body of the generate tabs: settings, Generate/Interrupt/Skip, progress, preview, gallery.
+
+Each input control is known by its A1111 API field name (``SettingsControls.by_field``), and a tab's
+values become an engine request through the same mapping as the REST API's (``request_from_ui``), so
+no handler depends on the order of the controls; that order is only the Gradio API's parameter order.
+"""
 
 from __future__ import annotations
 
+import inspect
 import logging
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import gradio as gr
 
 from app.engine import Engine, GenerationRequest
+from app.engine.a1111_request import ENGINE_DEFAULTS, OPTION_DEFAULTS, A1111Task, request_from_a1111
 from app.engine.infotext import parse_infotext
-from app.engine.requests import (
-    MAX_BATCH_COUNT,
-    MAX_BATCH_SIZE,
-    MAX_CFG_SCALE,
-    MAX_CLIP_SKIP,
-    MAX_SIZE,
-    MAX_STEPS,
-    MIN_SIZE,
-    SIZE_MULTIPLE,
-)
+from app.engine.requests import limits_of
 from app.engine.prompt_parser import EMPHASIS_MODES
 from app.engine.samplers import SAMPLER_NAMES, SCHEDULE_TYPES
 from app.ui.embedding_picker import embedding_picker
@@ -28,9 +26,6 @@ from app.ui.lora_picker import lora_choices, lora_picker
 from app.ui.progress import progress_html
 from app.ui.styles_picker import StylesPicker, selected_names, styles_dropdown, styles_picker
 from app.ui.token_counter import token_counter, wire_token_counters
-
-if TYPE_CHECKING:
-    from app.ui.hires_controls import HiresControls
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +40,15 @@ def owner_of(request: gr.Request | None) -> str:
     return f"session:{request.session_hash}"
 
 
+def slider_range(name: str, request_type: type[GenerationRequest] = GenerationRequest) -> dict[str, float]:
+    """``minimum``, ``maximum`` and ``step`` of a slider for a request field, from the field's Limits."""
+    limits = limits_of(request_type, name)
+    return {"minimum": limits.low, "maximum": limits.high, "step": limits.step}
+
+
 @dataclass
 class SettingsControls:
-    """The controls every generate tab has, in the order handlers (and API clients) pass them."""
+    """The controls every generate tab has, in the Gradio API's order (see ``by_field``)."""
 
     model: gr.Dropdown
     vae: gr.Dropdown
@@ -67,13 +68,14 @@ class SettingsControls:
     styles: gr.Dropdown  # style names applied when the job is submitted
     tiling: gr.Checkbox
 
-    def as_list(self) -> list[gr.components.Component]:
-        return list(self.__dict__.values())
-
-    @staticmethod
-    def position(name: str) -> int:
-        """Where the control ``name`` is in as_list() (and in the values handlers get)."""
-        return [f.name for f in fields(SettingsControls)].index(name)
+    def by_field(self) -> dict[str, gr.components.Component]:
+        """The controls by A1111 API field (options such as ``sd_model_checkpoint`` included), in order."""
+        return {"sd_model_checkpoint": self.model, "sd_vae": self.vae, "prompt": self.prompt,
+                "negative_prompt": self.negative_prompt, "sampler_name": self.sampler, "scheduler": self.schedule_type,
+                "steps": self.steps, "cfg_scale": self.cfg_scale, "width": self.width, "height": self.height,
+                "seed": self.seed, "n_iter": self.batch_count, "batch_size": self.batch_size,
+                "CLIP_stop_at_last_layers": self.clip_skip, "emphasis": self.emphasis, "styles": self.styles,
+                "tiling": self.tiling}
 
 
 @dataclass
@@ -87,7 +89,7 @@ class QuickSettings:
 def quick_settings() -> QuickSettings:
     """Build the quick-settings row (call inside build_ui, before the tabs)."""
     with gr.Row(elem_id="quicksettings", elem_classes="ls-quicksettings"):
-        clip_skip = gr.Slider(1, MAX_CLIP_SKIP, value=1, step=1, label="Clip skip", scale=1, min_width=240,
+        clip_skip = gr.Slider(**slider_range("clip_skip"), value=1, label="Clip skip", scale=1, min_width=240,
                               info="1 = last CLIP layer, 2 = penultimate (anime models); SD 1.x only, as in A1111",
                               elem_id="setting_clip_skip")
         emphasis = gr.Dropdown(list(EMPHASIS_MODES), value=EMPHASIS_MODES[0], label="Emphasis", scale=1,
@@ -108,20 +110,17 @@ class SettingsButtons:
     styles: StylesPicker
 
 
-def request_fields(model: str | None, vae: str | None, prompt: str, negative_prompt: str, sampler: str,
-                   schedule_type: str, steps: float, cfg_scale: float, width: float, height: float,
-                   seed: float | None, batch_count: float, batch_size: float, clip_skip: float | None,
-                   emphasis: str | None, styles: str | Sequence[str] | None = None,
-                   tiling: bool | None = False) -> dict[str, Any]:
-    """Request fields from the SettingsControls values (in their order); sliders arrive as floats."""
-    return dict(
-        model=model or None, vae=None if vae in (None, "", AUTOMATIC_VAE) else vae, prompt=prompt or "",
-        negative_prompt=negative_prompt or "", sampler=sampler, schedule_type=schedule_type, steps=int(steps),
-        cfg_scale=float(cfg_scale), width=int(width), height=int(height),
-        seed=int(seed if seed is not None else RANDOM_SEED), batch_count=int(batch_count),
-        batch_size=int(batch_size), clip_skip=int(clip_skip if clip_skip is not None else 1),
-        emphasis=emphasis or EMPHASIS_MODES[0], styles=selected_names(styles), tiling=bool(tiling),
-    )
+def request_from_ui(task: A1111Task, values: Mapping[str, Any]) -> GenerationRequest:
+    """The engine request for a tab's values, keyed by A1111 field names: the REST API's mapping, with the
+    engine's defaults for what a tab lacks. Options (checkpoint, VAE, clip skip, emphasis) go in as
+    ``override_settings``; an empty one keeps its default. Raises ValueError for a value it cannot take."""
+    fields = {name: value for name, value in values.items() if name not in OPTION_DEFAULTS}
+    fields["override_settings"] = {name: values[name] for name in OPTION_DEFAULTS
+                                   if values.get(name) not in (None, "")}
+    fields["styles"] = list(selected_names(values.get("styles")))
+    if fields.get("seed") is None:
+        fields["seed"] = RANDOM_SEED
+    return request_from_a1111(task, fields, defaults={}, field_defaults=ENGINE_DEFAULTS)
 
 
 def model_choices(engine: Engine) -> tuple[list[str], list[str]]:
@@ -161,17 +160,17 @@ def settings_controls(engine: Engine, tab: str, quick: QuickSettings) -> tuple[S
     with gr.Row():
         sampler = gr.Dropdown(list(SAMPLER_NAMES), value="Euler a", label="Sampling method")
         schedule = gr.Dropdown(list(SCHEDULE_TYPES), value="Automatic", label="Schedule type")
-    steps = gr.Slider(1, MAX_STEPS, value=steps_value, step=1, label="Sampling steps",
-                      elem_id=f"{tab}_steps")
+    steps = gr.Slider(**slider_range("steps"), value=steps_value, label="Sampling steps", elem_id=f"{tab}_steps")
     with gr.Row():
-        width = gr.Slider(MIN_SIZE, MAX_SIZE, value=card.get("default_width", 512), step=SIZE_MULTIPLE, label="Width",
+        width = gr.Slider(**slider_range("width"), value=card.get("default_width", 512), label="Width",
                           elem_id=f"{tab}_width")
-        height = gr.Slider(MIN_SIZE, MAX_SIZE, value=card.get("default_height", 512), step=SIZE_MULTIPLE, label="Height",
+        height = gr.Slider(**slider_range("height"), value=card.get("default_height", 512), label="Height",
                            elem_id=f"{tab}_height")
     with gr.Row():
-        batch_count = gr.Slider(1, MAX_BATCH_COUNT, value=1, step=1, label="Batch count")
-        batch_size = gr.Slider(1, MAX_BATCH_SIZE, value=1, step=1, label="Batch size")
-    cfg = gr.Slider(1, MAX_CFG_SCALE, value=card.get("default_cfg_scale", 7), step=0.5, label="CFG Scale")
+        batch_count = gr.Slider(**slider_range("batch_count"), value=1, label="Batch count")
+        batch_size = gr.Slider(**slider_range("batch_size"), value=1, label="Batch size")
+    cfg = gr.Slider(**{**slider_range("cfg_scale"), "minimum": 1}, value=card.get("default_cfg_scale", 7),
+                    label="CFG Scale")  # 0 and below 1 are legal but useless: the slider starts at 1, as A1111's
     with gr.Row(equal_height=True):
         seed = gr.Number(value=RANDOM_SEED, precision=0, label="Seed (-1 = random)", scale=4, elem_id=f"{tab}_seed")
         random_seed = gr.Button("Random", scale=0, min_width=80, elem_id=f"{tab}_random_seed", elem_classes="ls-tool")
@@ -184,17 +183,17 @@ def settings_controls(engine: Engine, tab: str, quick: QuickSettings) -> tuple[S
     return controls, SettingsButtons(refresh, random_seed, reuse_seed, lora, styles)
 
 
-def stream_job(engine: Engine, request: GenerationRequest, owner: str) -> Iterator[tuple[Any, ...]]:
-    """Submit and yield OutputControls.stream_outputs() values as the job advances."""
+def stream_job(engine: Engine, task: A1111Task, values: Mapping[str, Any], owner: str) -> Iterator[tuple[Any, ...]]:
+    """Submit a tab's values (by A1111 field) and yield OutputControls.stream_outputs() values as the job advances."""
     try:
-        job = engine.submit(request, owner=owner)
+        job = engine.submit(request_from_ui(task, values), owner=owner)
     except ValueError as exc:
         log.warning("rejected request from %s: %s", owner, exc)
         raise gr.Error(str(exc)) from exc
     for event in job.events():
-        if event.phase == "done":
-            result = event.result
-            assert result is not None
+        result = event.result
+        if event.phase == "done" or (event.phase == "cancelled" and result is not None and result.images):
+            assert result is not None  # an interrupted job keeps the pictures of its finished batches, as A1111's
             gallery = [(str(p), None) for p in result.paths] if result.paths else result.images
             first_info = result.infotexts[0] if result.infotexts else ""
             yield gallery, gr.update(visible=False), progress_html(event), first_info, list(result.infotexts), 0
@@ -214,6 +213,14 @@ def interrupt(engine: Engine) -> Callable[[gr.Request], str]:
     return handler
 
 
+def skip(engine: Engine) -> Callable[[gr.Request], str]:
+    def handler(request: gr.Request) -> str:
+        if engine.skip(owner_of(request)):
+            return "Skipping the batch being drawn"
+        return "Nothing to skip"
+    return handler
+
+
 def default_card(engine: Engine) -> dict:
     """The default model's ``lora_studio.json`` notes (default size, steps), or {}."""
     try:
@@ -228,6 +235,7 @@ class OutputControls:
 
     generate: gr.Button
     interrupt: gr.Button
+    skip: gr.Button
     progress: gr.HTML
     preview: gr.Image
     gallery: gr.Gallery
@@ -246,6 +254,7 @@ def output_controls(tab: str) -> OutputControls:
     with gr.Row():
         generate = gr.Button("Generate", variant="primary", elem_id=f"{tab}_generate")
         stop = gr.Button("Interrupt", elem_id=f"{tab}_interrupt")
+        skip_batch = gr.Button("Skip", elem_id=f"{tab}_skip")
     progress = gr.HTML(label="Progress", elem_id=f"{tab}_progress")
     preview = gr.Image(label="Preview", visible=False, interactive=False, elem_id=f"{tab}_preview")
     gallery = gr.Gallery(label="Output", columns=2, format="png", elem_id=f"{tab}_gallery", interactive=False,
@@ -255,7 +264,7 @@ def output_controls(tab: str) -> OutputControls:
         send_inpaint = gr.Button("Send to inpaint", size="sm", elem_id=f"{tab}_send_to_inpaint")
     info = gr.Textbox(label="Generation parameters", lines=3, interactive=False, elem_id=f"{tab}_info")
     status = gr.Markdown(elem_id=f"{tab}_status")
-    return OutputControls(generate, stop, progress, preview, gallery, info, status, gr.State([]), gr.State(0),
+    return OutputControls(generate, stop, skip_batch, progress, preview, gallery, info, status, gr.State([]), gr.State(0),
                           send_img2img, send_inpaint)
 
 
@@ -276,14 +285,37 @@ def seed_of(infotext: str | None) -> int | None:
         return None
 
 
-def wire_generate(engine: Engine, tab: str, settings: SettingsControls, buttons: SettingsButtons,
-                  outputs: OutputControls, handler: Callable[..., Iterator[Any]],
-                  extra_inputs: list[gr.components.Component]) -> None:
-    """Generate (button, the prompt box's submit; Ctrl+Enter is a page script), Interrupt, seeds, refresh, selection."""
-    inputs = settings.as_list() + extra_inputs
-    outputs.generate.click(handler, inputs, outputs.stream_outputs(), api_name=tab, concurrency_limit=None)
-    settings.prompt.submit(handler, inputs, outputs.stream_outputs(), api_name=False, concurrency_limit=None)
+ValuesHook = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+def generate_handler(engine: Engine, task: A1111Task, names: list[str],
+                     prepare: ValuesHook | None = None) -> Callable[..., Iterator[tuple[Any, ...]]]:
+    """The Generate handler of a tab whose inputs are the controls of ``names`` (A1111 fields), in order;
+    ``prepare`` turns the values a tab's own controls give (an image editor's layers) into A1111 fields."""
+
+    def generate(request: gr.Request, *values: Any) -> Iterator[tuple[Any, ...]]:
+        fields = dict(zip(names, values, strict=True))
+        yield from stream_job(engine, task, prepare(fields) if prepare else fields, owner_of(request))
+
+    # Gradio names its API parameters after the handler's: show the A1111 field names, not *values.
+    positional = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    generate.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [inspect.Parameter("request", positional, annotation=gr.Request),
+         *(inspect.Parameter(name, positional) for name in names)])
+    return generate
+
+
+def wire_generate(engine: Engine, tab: str, task: A1111Task, inputs: dict[str, gr.components.Component],
+                  buttons: SettingsButtons, outputs: OutputControls, settings: SettingsControls,
+                  prepare: ValuesHook | None = None) -> None:
+    """Generate (button, the prompt box's submit; Ctrl+Enter is a page script), Interrupt, Skip, seeds, refresh,
+    selection. ``inputs``: the tab's controls by A1111 field, in the Gradio API's order."""
+    handler = generate_handler(engine, task, list(inputs), prepare)
+    components = list(inputs.values())
+    outputs.generate.click(handler, components, outputs.stream_outputs(), api_name=tab, concurrency_limit=None)
+    settings.prompt.submit(handler, components, outputs.stream_outputs(), api_name=False, concurrency_limit=None)
     outputs.interrupt.click(interrupt(engine), None, outputs.status, api_name=False, queue=False)
+    outputs.skip.click(skip(engine), None, outputs.status, api_name=False, queue=False)
 
     def on_select(infotexts: list[str], event: gr.SelectData) -> tuple[Any, int]:
         text = selected_infotext(infotexts, event.index)
@@ -318,4 +350,8 @@ class GenerateTab:
     outputs: OutputControls
     styles: StylesPicker
     source_image: gr.components.Component | None = None  # the picture an img2img/inpaint job starts from
-    hires: HiresControls | None = None  # txt2img's hires fix, which "send to" fills too
+    inputs: dict[str, gr.components.Component] | None = None  # every input by A1111 field ("send to" fills them)
+
+    def fields(self) -> dict[str, gr.components.Component]:
+        """The inputs an infotext can fill, by A1111 field."""
+        return dict(self.inputs) if self.inputs is not None else self.settings.by_field()

@@ -1,18 +1,18 @@
-"""txt2img's "Hires. fix" accordion, as in A1111: its controls, their request fields and the final-size line."""
+"""txt2img's "Hires. fix" accordion, as in A1111: its controls (by A1111 field) and the final-size line."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
 
 from app.engine import Txt2ImgRequest
 from app.engine.hires import HIRES_UPSCALERS, hires_size
-from app.engine.infotext import parse_infotext, request_from_infotext
-from app.engine.requests import MAX_HIRES_SCALE, MAX_SIZE, MAX_STEPS, SAME_CHECKPOINT, SAME_SAMPLER
-from app.engine.samplers import SAMPLER_NAMES, split_sampler_name
+from app.engine.requests import SAME_CHECKPOINT, SAME_SAMPLER, SAME_SCHEDULER
+from app.engine.samplers import SAMPLER_NAMES, SCHEDULE_TYPES
+from app.ui.generate_tab import slider_range
 
 
 def default(name: str) -> Any:
@@ -22,7 +22,7 @@ def default(name: str) -> Any:
 
 @dataclass
 class HiresControls:
-    """The hires inputs, in the order handlers (and API clients) pass them; ``size`` is display only."""
+    """The hires inputs; ``size`` is display only."""
 
     enable: gr.Checkbox
     upscaler: gr.Dropdown
@@ -35,32 +35,16 @@ class HiresControls:
     sampler: gr.Dropdown
     prompt: gr.Textbox
     negative_prompt: gr.Textbox
+    schedule_type: gr.Dropdown
     size: gr.Markdown
 
-    def as_list(self) -> list[gr.components.Component]:
-        """The inputs, without the size line."""
-        return [self.enable, self.upscaler, self.steps, self.denoising_strength, self.scale, self.resize_x,
-                self.resize_y, self.checkpoint, self.sampler, self.prompt, self.negative_prompt]
-
-
-def hires_fields(enable: bool | None, upscaler: str | None, steps: float | None, denoising_strength: float | None,
-                 scale: float | None, resize_x: float | None, resize_y: float | None, checkpoint: str | None,
-                 sampler: str | None, prompt: str | None, negative_prompt: str | None) -> dict[str, Any]:
-    """Txt2ImgRequest keyword arguments from the HiresControls values (in their order); sliders arrive as
-    floats, and a missing value takes the request's default."""
-    def number(value: float | None, name: str, kind: type) -> Any:
-        return kind(value) if value is not None else default(name)
-
-    return dict(
-        enable_hr=bool(enable), hr_upscaler=upscaler or default("hr_upscaler"),
-        hr_second_pass_steps=number(steps, "hr_second_pass_steps", int),
-        denoising_strength=number(denoising_strength, "denoising_strength", float),
-        hr_scale=number(scale, "hr_scale", float),
-        hr_resize_x=number(resize_x, "hr_resize_x", int),
-        hr_resize_y=number(resize_y, "hr_resize_y", int),
-        hr_checkpoint=checkpoint or SAME_CHECKPOINT, hr_sampler=sampler or SAME_SAMPLER,
-        hr_prompt=prompt or "", hr_negative_prompt=negative_prompt or "",
-    )
+    def by_field(self) -> dict[str, gr.components.Component]:
+        """The inputs by A1111 API field, in the Gradio API's order (the schedule type, added later, last)."""
+        return {"enable_hr": self.enable, "hr_upscaler": self.upscaler, "hr_second_pass_steps": self.steps,
+                "denoising_strength": self.denoising_strength, "hr_scale": self.scale, "hr_resize_x": self.resize_x,
+                "hr_resize_y": self.resize_y, "hr_checkpoint_name": self.checkpoint, "hr_sampler_name": self.sampler,
+                "hr_prompt": self.prompt, "hr_negative_prompt": self.negative_prompt,
+                "hr_scheduler": self.schedule_type}
 
 
 def hires_size_text(width: float | None, height: float | None, scale: float | None, resize_x: float | None,
@@ -78,35 +62,6 @@ def hires_size_text(width: float | None, height: float | None, scale: float | No
     return f"from **{request.width}x{request.height}** to **{final_w}x{final_h}**"
 
 
-def _sampler_choice(name: str) -> Any:
-    """A Hires sampler dropdown value for an infotext's name (old fused names too), or gr.update() to keep it."""
-    if name in (SAME_SAMPLER, *SAMPLER_NAMES):
-        return name
-    try:
-        base = split_sampler_name(name)[0]
-    except ValueError:
-        return gr.update()
-    return base if base in SAMPLER_NAMES else gr.update()
-
-
-def hires_values_from_infotext(text: str, checkpoints: Sequence[str] | None = None) -> list[Any]:
-    """HiresControls values from a parameters text: all of them when it records a hires pass, else Enable off
-    and the rest as they are. An upscaler this app lacks, or a hires checkpoint not in ``checkpoints`` (when
-    given), keeps the current pick."""
-    if not text or "Hires upscaler" not in parse_infotext(text):
-        inputs = len(fields(HiresControls)) - 1  # all but the size line
-        return [False] + [gr.update()] * (inputs - 1)
-    request = request_from_infotext(text)
-    assert isinstance(request, Txt2ImgRequest)
-    upscaler = request.hr_upscaler if request.hr_upscaler in HIRES_UPSCALERS else gr.update()
-    checkpoint: Any = request.hr_checkpoint or SAME_CHECKPOINT
-    if checkpoints is not None and checkpoint not in checkpoint_choices(checkpoints):
-        checkpoint = gr.update()
-    return [True, upscaler, request.hr_second_pass_steps, request.denoising_strength, request.hr_scale,
-            request.hr_resize_x, request.hr_resize_y, checkpoint, _sampler_choice(request.hr_sampler or SAME_SAMPLER),
-            request.hr_prompt, request.hr_negative_prompt]
-
-
 def checkpoint_choices(checkpoints: Sequence[str]) -> list[str]:
     return [SAME_CHECKPOINT, *checkpoints]
 
@@ -122,18 +77,19 @@ def hires_controls(tab: str, checkpoints: Sequence[str], width: float, height: f
         with gr.Row():  # two controls a row: three squeeze the sliders' labels in a half-page column
             upscaler = gr.Dropdown(list(HIRES_UPSCALERS), value=default("hr_upscaler"), label="Upscaler",
                                    elem_id=f"{tab}_hr_upscaler")
-            steps = gr.Slider(0, MAX_STEPS, value=0, step=1, label="Hires steps", info="0 = same as sampling steps",
-                              elem_id=f"{tab}_hires_steps")
+            steps = gr.Slider(**slider_range("hr_second_pass_steps", Txt2ImgRequest), value=0, label="Hires steps",
+                              info="0 = same as sampling steps", elem_id=f"{tab}_hires_steps")
         with gr.Row():
-            denoising = gr.Slider(0, 1, value=default("denoising_strength"), step=0.01, label="Denoising strength",
+            denoising = gr.Slider(**slider_range("denoising_strength", Txt2ImgRequest),
+                                  value=default("denoising_strength"), label="Denoising strength",
                                   elem_id=f"{tab}_denoising_strength")
-            scale = gr.Slider(1, MAX_HIRES_SCALE, value=default("hr_scale"), step=0.05, label="Upscale by",
+            scale = gr.Slider(**slider_range("hr_scale", Txt2ImgRequest), value=default("hr_scale"), label="Upscale by",
                               elem_id=f"{tab}_hr_scale")
         with gr.Row():
-            resize_x = gr.Slider(0, MAX_SIZE, value=0, step=8, label="Resize width to", info="0 = use Upscale by",
-                                 elem_id=f"{tab}_hr_resize_x")
-            resize_y = gr.Slider(0, MAX_SIZE, value=0, step=8, label="Resize height to", info="0 = use Upscale by",
-                                 elem_id=f"{tab}_hr_resize_y")
+            resize_x = gr.Slider(**slider_range("hr_resize_x", Txt2ImgRequest), value=0, label="Resize width to",
+                                 info="0 = use Upscale by", elem_id=f"{tab}_hr_resize_x")
+            resize_y = gr.Slider(**slider_range("hr_resize_y", Txt2ImgRequest), value=0, label="Resize height to",
+                                 info="0 = use Upscale by", elem_id=f"{tab}_hr_resize_y")
         with gr.Accordion("Hires prompt, sampler and checkpoint", open=False, elem_id=f"{tab}_hires_extra"):
             with gr.Row():
                 checkpoint = gr.Dropdown(checkpoint_choices(checkpoints), value=SAME_CHECKPOINT,
@@ -141,12 +97,14 @@ def hires_controls(tab: str, checkpoints: Sequence[str], width: float, height: f
                                          elem_id=f"{tab}_hr_checkpoint")
                 sampler = gr.Dropdown([SAME_SAMPLER, *SAMPLER_NAMES], value=SAME_SAMPLER, label="Hires sampler",
                                       elem_id=f"{tab}_hr_sampler")
+                schedule = gr.Dropdown([SAME_SCHEDULER, *SCHEDULE_TYPES], value=SAME_SCHEDULER,
+                                       label="Hires schedule type", elem_id=f"{tab}_hr_scheduler")
             prompt = gr.Textbox("", label="Hires prompt", lines=2, placeholder="empty = same as the prompt",
                                 elem_id=f"{tab}_hr_prompt")
             negative = gr.Textbox("", label="Hires negative prompt", lines=2,
                                   placeholder="empty = same as the negative prompt", elem_id=f"{tab}_hr_neg_prompt")
     return HiresControls(enable, upscaler, steps, denoising, scale, resize_x, resize_y, checkpoint, sampler, prompt,
-                         negative, size)
+                         negative, schedule, size)
 
 
 def wire_hires_size(controls: HiresControls, width: gr.Slider, height: gr.Slider) -> None:

@@ -7,16 +7,7 @@ from PIL import Image
 
 from app.engine import Engine, Img2ImgRequest
 from app.engine.requests import RESIZE_MODES
-from app.ui.generate_tab import (
-    GenerateTab,
-    QuickSettings,
-    output_controls,
-    owner_of,
-    request_fields,
-    settings_controls,
-    stream_job,
-    wire_generate,
-)
+from app.ui.generate_tab import GenerateTab, QuickSettings, output_controls, settings_controls, slider_range, wire_generate
 
 
 def build_img2img_tab(engine: Engine, quick: QuickSettings) -> GenerateTab:
@@ -24,25 +15,18 @@ def build_img2img_tab(engine: Engine, quick: QuickSettings) -> GenerateTab:
         with gr.Column(scale=1):
             image = gr.Image(label="Image", type="pil", sources=["upload", "clipboard"], height=360, elem_id="img2img_image")
             with gr.Row():
-                strength = gr.Slider(0.0, 1.0, value=0.75, step=0.01, label="Denoising strength")
-                resize_mode = gr.Radio(list(RESIZE_MODES), value=RESIZE_MODES[0], label="Resize mode")
+                strength = gr.Slider(**slider_range("denoising_strength", Img2ImgRequest), value=0.75,
+                                     label="Denoising strength")
+                resize_mode = gr.Radio(list(RESIZE_MODES), value=RESIZE_MODES[0], type="index",  # A1111's numbers
+                                       label="Resize mode")
             settings, buttons = settings_controls(engine, "img2img", quick)
         with gr.Column(scale=1):
             outputs = output_controls("img2img")
 
-    def img2img(model: str, vae: str, prompt: str, negative_prompt: str, sampler: str, schedule_type: str, steps: float,
-                cfg_scale: float, width: float, height: float, seed: float, batch_count: float, batch_size: float,
-                clip_skip: float, emphasis: str, styles: list[str], tiling: bool, init_image: Image.Image | None,
-                denoising_strength: float, resize_mode: str, request: gr.Request):
-        fields = request_fields(model, vae, prompt, negative_prompt, sampler, schedule_type, steps, cfg_scale, width,
-                                height, seed, batch_count, batch_size, clip_skip, emphasis, styles, tiling)
-        job = Img2ImgRequest(**fields, init_image=init_image, denoising_strength=float(denoising_strength),
-                             resize_mode=resize_mode)
-        yield from stream_job(engine, job, owner_of(request))
-
-    wire_generate(engine, "img2img", settings, buttons, outputs, img2img, [image, strength, resize_mode])
+    inputs = settings.by_field() | {"init_image": image, "denoising_strength": strength, "resize_mode": resize_mode}
+    wire_generate(engine, "img2img", "img2img", inputs, buttons, outputs, settings)
     image.change(_size_of, image, [settings.width, settings.height], api_name=False, queue=False)
-    return GenerateTab(settings, outputs, buttons.styles, image)
+    return GenerateTab(settings, outputs, buttons.styles, image, inputs=inputs)
 
 
 def _size_of(image: Image.Image | None):

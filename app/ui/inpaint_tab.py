@@ -9,17 +9,10 @@ import numpy as np
 from PIL import Image
 
 from app.engine import Engine, InpaintRequest
-from app.engine.requests import INPAINT_AREAS, MASKED_CONTENTS
-from app.ui.generate_tab import (
-    GenerateTab,
-    QuickSettings,
-    output_controls,
-    owner_of,
-    request_fields,
-    settings_controls,
-    stream_job,
-    wire_generate,
-)
+from app.engine.requests import INPAINT_AREAS
+from app.ui.generate_tab import GenerateTab, QuickSettings, output_controls, settings_controls, slider_range, wire_generate
+
+MASKED_CONTENT_CHOICES = ("fill", "original")  # A1111's inpainting_fill numbers 0 and 1, in its order
 
 
 def mask_from_editor(value: dict[str, Any] | None) -> tuple[Image.Image | None, Image.Image | None]:
@@ -49,35 +42,34 @@ def build_inpaint_tab(engine: Engine, quick: QuickSettings) -> GenerateTab:
             uploaded_mask = gr.Image(label="Mask (optional; white = repaint, replaces the painted one)",
                                      type="pil", image_mode="L", sources=["upload"], elem_id="inpaint_mask")
             with gr.Row():
-                mask_blur = gr.Slider(0, 64, value=4, step=1, label="Mask blur")
-                padding = gr.Slider(0, 256, value=32, step=4, label="Only masked padding, pixels")
+                mask_blur = gr.Slider(**slider_range("mask_blur", InpaintRequest), value=4, label="Mask blur")
+                padding = gr.Slider(**slider_range("masked_padding", InpaintRequest), value=32,
+                                    label="Only masked padding, pixels")
             with gr.Row():
-                masked_content = gr.Radio(list(MASKED_CONTENTS), value="original", label="Masked content")
-                area = gr.Radio(list(INPAINT_AREAS), value=INPAINT_AREAS[0], label="Inpaint area")
-            strength = gr.Slider(0.0, 1.0, value=0.75, step=0.01, label="Denoising strength")
+                masked_content = gr.Radio(list(MASKED_CONTENT_CHOICES), value="original", type="index",
+                                          label="Masked content")
+                area = gr.Radio(list(INPAINT_AREAS), value=INPAINT_AREAS[0], type="index", label="Inpaint area")
+            strength = gr.Slider(**slider_range("denoising_strength", InpaintRequest), value=0.75,
+                                 label="Denoising strength")
             settings, buttons = settings_controls(engine, "inpaint", quick)
         with gr.Column(scale=1):
             outputs = output_controls("inpaint")
 
-    def inpaint(model: str, vae: str, prompt: str, negative_prompt: str, sampler: str, schedule_type: str, steps: float,
-                cfg_scale: float, width: float, height: float, seed: float, batch_count: float, batch_size: float,
-                clip_skip: float, emphasis: str, styles: list[str], tiling: bool, image: dict[str, Any] | None,
-                mask: Image.Image | None, mask_blur: float, masked_padding: float, masked_content: str, inpaint_area: str,
-                denoising_strength: float, request: gr.Request):
-        picture, painted = mask_from_editor(image)
-        if mask is not None and picture is not None:
-            painted = mask.convert("L").resize(picture.size)
-        fields = request_fields(model, vae, prompt, negative_prompt, sampler, schedule_type, steps, cfg_scale, width,
-                                height, seed, batch_count, batch_size, clip_skip, emphasis, styles, tiling)
-        job = InpaintRequest(**fields, init_image=picture, mask=painted, mask_blur=int(mask_blur),
-                             masked_padding=int(masked_padding), masked_content=masked_content,
-                             inpaint_area=inpaint_area, denoising_strength=float(denoising_strength))
-        yield from stream_job(engine, job, owner_of(request))
-
-    extra = [editor, uploaded_mask, mask_blur, padding, masked_content, area, strength]
-    wire_generate(engine, "inpaint", settings, buttons, outputs, inpaint, extra)
+    inputs = settings.by_field() | {"init_image": editor, "mask": uploaded_mask, "mask_blur": mask_blur,
+                                    "inpaint_full_res_padding": padding, "inpainting_fill": masked_content,
+                                    "inpaint_full_res": area, "denoising_strength": strength}
+    wire_generate(engine, "inpaint", "inpaint", inputs, buttons, outputs, settings, prepare=editor_fields)
     editor.upload(_size_of_editor, editor, [settings.width, settings.height], api_name=False, queue=False)
-    return GenerateTab(settings, outputs, buttons.styles, editor)
+    return GenerateTab(settings, outputs, buttons.styles, editor, inputs=inputs)
+
+
+def editor_fields(values: dict[str, Any]) -> dict[str, Any]:
+    """The editor's picture as ``init_image`` and its painted layers as ``mask``; an uploaded mask wins."""
+    picture, painted = mask_from_editor(values.get("init_image"))
+    uploaded = values.get("mask")
+    if uploaded is not None and picture is not None:
+        painted = uploaded.convert("L").resize(picture.size)
+    return {**values, "init_image": picture, "mask": painted}
 
 
 def _size_of_editor(value: dict[str, Any] | None):

@@ -5,9 +5,8 @@ from __future__ import annotations
 import gradio as gr
 from PIL import Image
 
-from app.engine.infotext import parse_infotext, request_from_infotext
+from app.engine.infotext import parse_infotext
 from app.engine.outputs import read_parameters
-from app.ui.generate_tab import AUTOMATIC_VAE
 
 
 def read_png_info(image: Image.Image | None) -> tuple[str, dict]:
@@ -18,18 +17,6 @@ def read_png_info(image: Image.Image | None) -> tuple[str, dict]:
     if not text:
         return "This image carries no generation parameters.", {}
     return text, parse_infotext(text)
-
-
-def fields_from_infotext(text: str) -> list:
-    """Values for the generate tabs' SettingsControls, in their order, from a parameters text (the prompts
-    as written, byte for byte; then clip skip and emphasis, as the quick settings; then styles and tiling).
-    Styles are always empty: an infotext holds the prompts with its styles already applied, as A1111's does."""
-    if not text or "\n" not in text and ":" not in text:
-        raise gr.Error("Drop a PNG with generation parameters first.")
-    request = request_from_infotext(text)
-    return [request.model, request.vae or AUTOMATIC_VAE, request.prompt, request.negative_prompt, request.sampler,
-            request.schedule_type, request.steps, request.cfg_scale, request.width, request.height, request.seed,
-            request.batch_count, request.batch_size, request.clip_skip, request.emphasis, [], bool(request.tiling)]
 
 
 def build_png_info_tab() -> tuple[gr.Textbox, gr.Button, gr.Button]:

@@ -1,51 +1,75 @@
 """Moving a picture and its parameters between tabs: PNG info -> txt2img/img2img, results -> img2img/inpaint.
 
-A target tab with hires fix controls (txt2img) gets those from the infotext too."""
+An infotext is read as A1111's API fields (``a1111_fields_from_infotext``), and each control of the target tab
+takes the field it stands for; a value the control cannot show (a model this machine lacks, a sampler not in
+the list) keeps the current one, as A1111's paste does."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import gradio as gr
 from PIL import Image
 
 from app.engine import Engine
-from app.engine.prompt_parser import EMPHASIS_MODES
-from app.ui.generate_tab import AUTOMATIC_VAE, GenerateTab, SettingsControls, model_choices, selected_infotext
-from app.ui.hires_controls import hires_values_from_infotext
-from app.ui.png_info_tab import fields_from_infotext
+from app.engine.infotext_fields import a1111_fields_from_infotext
+from app.ui.generate_tab import AUTOMATIC_VAE, GenerateTab, model_choices, selected_infotext
+from app.ui.hires_controls import checkpoint_choices
+
+KEEP = gr.update()  # leave a control as it is
 
 
-def settings_values(engine: Engine, infotext: str) -> list[Any]:
-    """SettingsControls values from an infotext; a model or VAE this machine lacks, or a clip skip or
-    emphasis the quick settings do not offer, keeps the current pick. The styles selection is cleared (the
-    infotext's prompts are styled already) and tiling follows its "Tiling"."""
-    values = fields_from_infotext(infotext)
-    model, vae, clip_skip, emphasis = (SettingsControls.position(name) for name in ("model", "vae", "clip_skip",
-                                                                                    "emphasis"))
+def infotext_fields(text: str) -> dict[str, Any]:
+    """A1111 fields of a parameters text, options flattened beside the others (as the tabs key their controls);
+    styles cleared (the prompts are styled already, as A1111's are), tiling and hires fix off unless recorded,
+    the checkpoint's own VAE unless one is named. A readable error when there is no text."""
+    if not text or "\n" not in text and ":" not in text:
+        raise gr.Error("Drop a PNG with generation parameters first.")
+    fields = a1111_fields_from_infotext(text)
+    options = fields.pop("override_settings", {})
+    return {"sd_vae": AUTOMATIC_VAE, "tiling": False, **fields, **options, "styles": []}
+
+
+def control_value(component: gr.components.Component, value: Any) -> Any:
+    """``value`` as ``component`` takes it (an index Radio takes its choice's label), or KEEP where it cannot
+    show it: a choice it does not list, a number outside its range."""
+    if isinstance(component, (gr.Radio, gr.Dropdown)) and not isinstance(value, list):
+        choices = [choice[1] if isinstance(choice, tuple) else choice for choice in component.choices]
+        labels = [choice[0] if isinstance(choice, tuple) else choice for choice in component.choices]
+        if getattr(component, "type", "value") == "index":
+            index = int(value) if isinstance(value, (bool, int, float)) else -1
+            return labels[index] if 0 <= index < len(labels) else KEEP
+        if value in choices or getattr(component, "allow_custom_value", False):
+            return value
+        return KEEP
+    if isinstance(component, gr.Slider):
+        number = value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+        return number if number is not None and component.minimum <= number <= component.maximum else KEEP
+    return value
+
+
+def target_values(engine: Engine, text: str, target: GenerateTab) -> list[Any]:
+    """Values for ``target.fields()`` (in their order) from a parameters text; a checkpoint or VAE this machine
+    lacks keeps the current pick."""
+    fields = infotext_fields(text)
     checkpoints, vaes = model_choices(engine)
-    if values[model] not in checkpoints:
-        values[model] = gr.update()
-    if values[vae] not in vaes:
-        values[vae] = gr.update() if values[vae] != AUTOMATIC_VAE else AUTOMATIC_VAE
-    if not (isinstance(values[clip_skip], int) and 1 <= values[clip_skip] <= 12):
-        values[clip_skip] = gr.update()
-    if values[emphasis] not in EMPHASIS_MODES:
-        values[emphasis] = gr.update()
+    allowed: Mapping[str, list[str]] = {"sd_model_checkpoint": checkpoints, "sd_vae": vaes,
+                                        "hr_checkpoint_name": checkpoint_choices(checkpoints)}
+    values = []
+    for name, component in target.fields().items():
+        if name not in fields:
+            values.append(KEEP)
+        elif name in allowed and fields[name] not in allowed[name]:
+            values.append(KEEP)
+        else:
+            values.append(control_value(component, fields[name]))
     return values
 
 
 def target_inputs(target: GenerateTab) -> list[gr.components.Component]:
-    """The controls of ``target`` that an infotext fills: its settings, then its hires controls if it has them."""
-    return target.settings.as_list() + (target.hires.as_list() if target.hires else [])
-
-
-def target_values(engine: Engine, infotext: str, target: GenerateTab) -> list[Any]:
-    """Values for target_inputs(target) from an infotext (a readable error when there is none)."""
-    values = settings_values(engine, infotext)
-    if target.hires is None:
-        return values
-    return values + hires_values_from_infotext(infotext, checkpoints=model_choices(engine)[0])
+    """The controls of ``target`` that an infotext fills, in target_values' order."""
+    return list(target.fields().values())
 
 
 def selected_picture(gallery: list | None, selected: int | None) -> Image.Image:
@@ -66,7 +90,8 @@ def editor_value(picture: Image.Image) -> dict[str, Any]:
 
 def wire_send_to(engine: Engine, tabs: gr.Tabs, sources: dict[str, GenerateTab], img2img: GenerateTab,
                  inpaint: GenerateTab) -> None:
-    """Each generate tab's "Send to img2img / inpaint" buttons carry the selected result and its parameters."""
+    """Each generate tab's "Send to img2img / inpaint" buttons carry the selected result and its parameters
+    (the picture goes to the target's image control; the infotext fills the rest)."""
     targets = (("img2img", img2img, lambda picture: picture),
                ("inpaint", inpaint, editor_value))
     for source in sources.values():
@@ -74,13 +99,16 @@ def wire_send_to(engine: Engine, tabs: gr.Tabs, sources: dict[str, GenerateTab],
         for tab_id, target, wrap in targets:
             assert target.source_image is not None
             button = out.send_to_img2img if tab_id == "img2img" else out.send_to_inpaint
+            filled = [c for c in target_inputs(target) if c is not target.source_image]
 
             def send(gallery: list | None, infotexts: list[str], selected: int, wrap=wrap, tab_id=tab_id,
                      target=target) -> list:
                 picture = selected_picture(gallery, selected)
                 text = selected_infotext(infotexts, selected)
-                values = target_values(engine, text, target) if text else [gr.update()] * len(target_inputs(target))
+                by_field = dict(zip(target.fields(), target_values(engine, text, target))) if text else {}
+                values = [by_field.get(name, KEEP) for name, component in target.fields().items()
+                          if component is not target.source_image]
                 return [wrap(picture), *values, gr.Tabs(selected=tab_id)]
 
             button.click(send, [out.gallery, out.infotexts, out.selected],
-                         [target.source_image, *target_inputs(target), tabs], api_name=False, queue=False)
+                         [target.source_image, *filled, tabs], api_name=False, queue=False)
