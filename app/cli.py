@@ -25,6 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--auth-file", metavar="FILE", type=Path, default=None,
                         help="require a login with the user:password pairs in FILE (comma- or line-separated, "
                              "# comments allowed); keeps passwords out of the shell history")
+    parser.add_argument("--allowed-hosts", metavar="NAME[,NAME2]", default="",
+                        help="more host names or addresses browsers may use to reach the server (a DNS name or "
+                             "reverse proxy name); it answers only to localhost and its own names and addresses")
     parser.add_argument("--share", action="store_true",
                         help="also open a public gradio.live link through Gradio's tunnel. Needs internet; "
                              "off by default. Use it with --auth")
@@ -103,6 +106,7 @@ def start_model(models_dir: Path) -> tuple[str, tuple[Path, ...]]:
 def serve_options_from_args(args: argparse.Namespace):
     """Network options from the flags; a bad --auth value or file raises CredentialsError."""
     from app.serving import LOCALHOST, ServeOptions, parse_credentials, read_credentials_file
+    from app.web_guard import allowed_host_entry
 
     credentials: tuple[tuple[str, str], ...] = ()
     if args.auth:
@@ -111,8 +115,9 @@ def serve_options_from_args(args: argparse.Namespace):
         credentials += read_credentials_file(args.auth_file)
     if args.max_upload_mb < 1:
         raise ValueError("--max-upload-mb must be at least 1")
+    allowed = tuple(allowed_host_entry(name) for name in args.allowed_hosts.split(",") if name.strip())
     return ServeOptions(host="0.0.0.0" if args.listen else LOCALHOST, port=args.port, credentials=credentials,
-                        share=args.share, max_upload_mb=args.max_upload_mb)
+                        share=args.share, max_upload_mb=args.max_upload_mb, allowed_hosts=allowed)
 
 
 def main(argv: list[str] | None = None) -> None:

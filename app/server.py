@@ -2,7 +2,8 @@
 
 The API's routes (``/sdapi/v1``, the OpenAPI page at ``/docs``) are added first, so they win over
 the UI's paths; the UI keeps its own login, upload limit and file rules (``app.serving``). With
-``--share`` the UI goes through Gradio's own launcher and tunnel, which cannot carry the API.
+``--share`` the UI goes through Gradio's own launcher and tunnel, which cannot carry the API (nor the
+browser guards of ``app.web_guard``, which the one server puts in front of everything else).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import logging
 import gradio as gr
 import uvicorn
 from fastapi import FastAPI
+from starlette.routing import Mount
 
 from app.api import add_api
 from app.api.context import ApiContext
@@ -19,6 +21,7 @@ from app.engine import Engine
 from app.serving import ServeOptions, launch_kwargs
 from app.training.job import Training
 from app.ui import CSS, HEAD, build_ui
+from app.web_guard import LoginRedirect, WebGuard, allowed_hosts, gradio_login_check
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +37,13 @@ def build_app(engine: Engine, training: Training, options: ServeOptions, api: Ap
     kwargs = launch_kwargs(options, engine.config.outputs_dir, engine.config.models_dir)
     for launcher_only in ("server_name", "server_port", "share"):
         kwargs.pop(launcher_only)
-    return gr.mount_gradio_app(app, blocks, path="/", css=CSS, head=HEAD, **kwargs)  # type: ignore[arg-type]
+    gr.mount_gradio_app(app, blocks, path="/", css=CSS, head=HEAD, **kwargs)  # type: ignore[arg-type]
+    if options.credentials:
+        ui = next(route.app for route in app.routes if isinstance(route, Mount) and isinstance(route.app, gr.routes.App))
+        app.add_middleware(LoginRedirect, logged_in=gradio_login_check(ui))  # type: ignore[arg-type]
+    # added last, so it runs first: a refused Host or Origin reaches no handler, API or UI
+    app.add_middleware(WebGuard, allowed_hosts=allowed_hosts(options.host, options.allowed_hosts))  # type: ignore[arg-type]
+    return app
 
 
 def serve(engine: Engine, training: Training, options: ServeOptions, api: ApiContext | None) -> None:

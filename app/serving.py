@@ -32,6 +32,7 @@ class ServeOptions:
     share: bool = False
     max_upload_mb: int = 50
     extra_blocked: tuple[Path, ...] = field(default_factory=tuple)
+    allowed_hosts: tuple[str, ...] = ()  # more Host names to answer to (--allowed-hosts), beside the listen address's
 
     @property
     def listens_beyond_this_machine(self) -> bool:
