@@ -31,11 +31,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--share", action="store_true",
                         help="also open a public gradio.live link through Gradio's tunnel. Needs internet; "
                              "off by default. Use it with --auth")
+    parser.add_argument("--tls-certfile", metavar="FILE", type=Path, default=None,
+                        help="serve https with this PEM certificate (with --tls-keyfile); use it with --listen "
+                             "and --auth so passwords and images are encrypted on the network")
+    parser.add_argument("--tls-keyfile", metavar="FILE", type=Path, default=None,
+                        help="the PEM private key of --tls-certfile (without a password)")
     parser.add_argument("--max-upload-mb", type=int, default=50,
                         help="largest file a browser may upload, in MB (default 50)")
     parser.add_argument("--models-dir", type=Path, default=PROJECT_ROOT / "models",
                         help="folder with Stable-diffusion/, Lora/ and VAE/ subfolders (default: models/ "
                              "beside launch.py; an A1111 models folder works as it is)")
+    parser.add_argument("--dataset-roots", metavar="DIR[,DIR]", default="",
+                        help="folders the Train tab may read datasets from (their subfolders too), separated by "
+                             "commas. Default: datasets/ beside the models folder. Uploads, copied to "
+                             "outputs/training/datasets, are always allowed")
     parser.add_argument("--outputs-dir", type=Path, default=PROJECT_ROOT / "outputs",
                         help="where generated images are saved (default: outputs/ beside launch.py)")
     parser.add_argument("--model", default=None,
@@ -55,6 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="LoRA files kept in memory, in MB, so switching back to one reads no disk (default 1024)")
     parser.add_argument("--max-loras", type=int, default=8,
                         help="LoRA adapters kept loaded on a model, least recently used removed first (default 8)")
+    parser.add_argument("--max-queue-per-user", type=_at_least_one, default=20, metavar="N",
+                        help="jobs one user (a browser session or an API login) may have queued or running; the "
+                             "next is refused until one ends, so one script cannot fill the queue (default 20)")
+    parser.add_argument("--max-queue", type=_at_least_one, default=200, metavar="N",
+                        help="jobs waiting for the GPU, all users together; the next is refused. Each waiting job "
+                             "holds its request (input images too) in memory, and with many users the per-user "
+                             "limit alone does not bound that (default 200)")
     parser.add_argument("--no-api", action="store_true",
                         help="do not serve A1111's REST API (/sdapi/v1); it is on by default, on the UI's port")
     parser.add_argument("--insecure-open-api", action="store_true",
@@ -85,7 +101,19 @@ def engine_config_from_args(args: argparse.Namespace):
         device=args.device, dtype=args.dtype, attention=args.attention,
         max_resident_models=args.max_models, allow_pickle=args.allow_pickle, extra_checkpoints=extra,
         lora_cache_mb=args.lora_cache_mb, max_loaded_loras=args.max_loras,
+        max_queue_per_user=args.max_queue_per_user, max_queue=args.max_queue,
     )
+
+
+def _at_least_one(text: str) -> int:
+    """argparse type of a count that must be 1 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 def start_model(models_dir: Path) -> tuple[str, tuple[Path, ...]]:
@@ -116,8 +144,26 @@ def serve_options_from_args(args: argparse.Namespace):
     if args.max_upload_mb < 1:
         raise ValueError("--max-upload-mb must be at least 1")
     allowed = tuple(allowed_host_entry(name) for name in args.allowed_hosts.split(",") if name.strip())
+    certfile, keyfile = tls_files_from_args(args)
     return ServeOptions(host="0.0.0.0" if args.listen else LOCALHOST, port=args.port, credentials=credentials,
-                        share=args.share, max_upload_mb=args.max_upload_mb, allowed_hosts=allowed)
+                        share=args.share, max_upload_mb=args.max_upload_mb, allowed_hosts=allowed,
+                        tls_certfile=certfile, tls_keyfile=keyfile)
+
+
+def tls_files_from_args(args: argparse.Namespace) -> tuple[Path | None, Path | None]:
+    """--tls-certfile and --tls-keyfile, both or neither, checked (TlsError, a ValueError, if unusable)."""
+    from app.serving import TlsError, check_tls_files
+
+    if args.tls_certfile is None and args.tls_keyfile is None:
+        return None, None
+    if args.tls_certfile is None or args.tls_keyfile is None:
+        given, missing = ("--tls-keyfile", "--tls-certfile") if args.tls_certfile is None \
+            else ("--tls-certfile", "--tls-keyfile")
+        raise TlsError(f"{given} needs {missing} too: give the certificate and its key together")
+    if args.share:
+        raise TlsError("--share cannot carry --tls-certfile/--tls-keyfile: Gradio's tunnel forwards plain http "
+                       "to this server (its public link is https already). Use --share or TLS, not both.")
+    return check_tls_files(args.tls_certfile, args.tls_keyfile)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -126,6 +172,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         options = serve_options_from_args(args)
+        dataset_roots = dataset_roots_from_args(args)
     except ValueError as exc:  # CredentialsError included
         parser.error(str(exc))
     if not args.no_api and options.listens_beyond_this_machine and not options.credentials \
@@ -136,6 +183,14 @@ def main(argv: list[str] | None = None) -> None:
     from app.serving import use_cache_under, warn_if_open
 
     use_cache_under(args.outputs_dir)  # before Gradio builds anything
+    from dataclasses import replace
+
+    from app.audit import audit_files, setup_audit_log
+
+    audit_file = setup_audit_log(args.outputs_dir).baseFilename  # jobs, logins: who did what, when (no prompts)
+    log.info("audit log: %s", audit_file)
+    # outputs/ is served to browsers (the gallery's images), the audit log in it is not
+    options = replace(options, extra_blocked=(*options.extra_blocked, *audit_files(args.outputs_dir)))
     from app.engine import Engine
     from app.server import serve
 
@@ -144,18 +199,34 @@ def main(argv: list[str] | None = None) -> None:
     log.info("device %s, dtype %s, default model %s", config.resolved_device(), config.resolved_dtype(),
              config.default_model)
     warn_if_open(options)
-    serve(engine, training_service(engine), options, None if args.no_api else api_context(engine, options, args))
+    log.info("the Train tab reads dataset folders only inside: %s", dataset_roots.describe())
+    serve(engine, training_service(engine, dataset_roots), options,
+          None if args.no_api else api_context(engine, options, args))
 
 
-def training_service(engine):
-    """Training and evaluation jobs on the engine's worker, with the demo model's checker as a scorer."""
+def training_service(engine, dataset_roots=None):
+    """Training and evaluation jobs on the engine's worker, with the demo model's checker as a scorer.
+    Dataset folders are limited to ``dataset_roots`` (a DatasetRoots; default: the default roots)."""
     from app.demo import register_scorers
     from app.training.evaluate import Scorers
     from app.training.job import Training
+    from app.training.roots import DatasetRoots
 
     scorers = Scorers()
     register_scorers(scorers)
-    return Training(engine, scorers)
+    roots = dataset_roots or DatasetRoots.for_server(engine.config.models_dir, engine.config.outputs_dir)
+    return Training(engine, scorers, roots)
+
+
+def dataset_roots_from_args(args: argparse.Namespace):
+    """The DatasetRoots of --dataset-roots (ValueError for a folder that does not exist)."""
+    from app.training.roots import DatasetRoots, parse_roots
+
+    extra = parse_roots(args.dataset_roots)
+    missing = [str(folder) for folder in extra if not folder.is_dir()]
+    if missing:
+        raise ValueError(f"--dataset-roots: not a folder: {', '.join(missing)}")
+    return DatasetRoots.for_server(args.models_dir, args.outputs_dir, extra)
 
 
 def api_context(engine, options, args: argparse.Namespace):

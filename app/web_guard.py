@@ -227,6 +227,31 @@ def gradio_login_check(ui: Any) -> Callable[[Scope], bool]:
     return logged_in
 
 
+# Gradio's login form shows only "Incorrect credentials" (a 400); a throttled login (429, app.login_throttle)
+# would otherwise change nothing on the page. The login page has no app HEAD yet, so this is added to it here.
+LOGIN_PAGE_SCRIPT = b"""<script>
+(() => {
+  const plainFetch = window.fetch;
+  window.fetch = async (...args) => {
+    const response = await plainFetch(...args);
+    const target = args[0] instanceof Request ? args[0].url : String(args[0]);
+    if (response.status === 429 && /\\/login\\/?$/.test(new URL(target, location.href).pathname)) {
+      const body = await response.clone().json().catch(() => ({}));
+      let note = document.getElementById("ls-login-wait");
+      if (!note) {
+        note = document.createElement("p");
+        note.id = "ls-login-wait";
+        note.style.cssText = "color: #dc2626; text-align: center; margin: 1em;";
+        (document.querySelector("form") || document.querySelector("h2")?.parentElement || document.body).appendChild(note);
+      }
+      note.textContent = body.detail || "Too many failed logins from this address: wait a moment, then try again.";
+    }
+    return response;
+  };
+})();
+</script>"""
+
+
 class LoginRedirect:
     """ASGI middleware for the UI with logins: without a login, ``/`` redirects to ``/login``, which shows
     Gradio's login page (Gradio itself draws it at ``/``); with one, ``/login`` redirects back to ``/``.
@@ -252,7 +277,8 @@ class LoginRedirect:
         elif scope["path"] in self.LOGIN_PATHS and logged_in:
             await self._redirect(send, root + "/")
         elif scope["path"] in self.LOGIN_PATHS:  # Gradio's page at / without a session is its login form
-            await self.app({**scope, "path": "/", "raw_path": b"/", "query_string": b""}, receive, send)
+            await self.app({**scope, "path": "/", "raw_path": b"/", "query_string": b""}, receive,
+                           _with_script(send, LOGIN_PAGE_SCRIPT))
         else:
             await self.app(scope, receive, send)
 
@@ -261,3 +287,33 @@ class LoginRedirect:
         await send({"type": "http.response.start", "status": 303,
                     "headers": [(b"location", location.encode()), (b"content-length", b"0")]})
         await send({"type": "http.response.body", "body": b""})
+
+
+def _with_script(send: Send, script: bytes) -> Send:
+    """``send`` for an HTML answer with ``script`` put before ``</body>`` (the body is gathered first, as
+    its length changes); anything else passes as it is."""
+    start: Message | None = None
+    chunks: list[bytes] = []
+
+    async def send_with_script(message: Message) -> None:
+        nonlocal start
+        if message["type"] == "http.response.start":
+            if not Headers(raw=message.get("headers", [])).get("content-type", "").startswith("text/html"):
+                await send(message)
+                return
+            start = message
+            return
+        if start is None:
+            await send(message)
+            return
+        chunks.append(message.get("body", b""))
+        if message.get("more_body"):
+            return
+        body = b"".join(chunks)
+        body = body.replace(b"</body>", script + b"</body>", 1) if b"</body>" in body else body + script
+        headers = MutableHeaders(raw=list(start.get("headers", [])))
+        headers["content-length"] = str(len(body))
+        await send({**start, "headers": headers.raw})
+        await send({"type": "http.response.body", "body": body})
+
+    return send_with_script

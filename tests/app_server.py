@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -65,7 +66,8 @@ def start_app(workdir: Path, *args: str, timeout: float = 180.0) -> RunningApp:
     """``launch.py --models-dir workdir/models --outputs-dir workdir/outputs *args`` on a free port.
 
     With no ``--model`` it serves the placeholder model (64x64, few steps, written first), so the
-    tests do not depend on the bundled demo model's pictures.
+    tests do not depend on the bundled demo model's pictures. With ``--tls-certfile`` its URL is https,
+    and that certificate is trusted while waiting for it.
     """
     models, outputs = workdir / "models", workdir / "outputs"
     if "--model" not in args:
@@ -79,13 +81,14 @@ def start_app(workdir: Path, *args: str, timeout: float = 180.0) -> RunningApp:
                "--port", str(port), "--device", "cpu", *args]
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(command, cwd=workdir, env=env, stdout=log_file, stderr=subprocess.STDOUT)
-    app = RunningApp(f"http://127.0.0.1:{port}", models, outputs, process, log_path)
+    tls = ssl.create_default_context(cafile=args[args.index("--tls-certfile") + 1]) if "--tls-certfile" in args else None
+    app = RunningApp(f"{'https' if tls else 'http'}://127.0.0.1:{port}", models, outputs, process, log_path)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"the app exited with {process.returncode}:\n{app.log()}")
         try:
-            with urllib.request.urlopen(app.url + "/", timeout=5) as response:
+            with urllib.request.urlopen(app.url + "/", timeout=5, context=tls) as response:
                 if response.status == 200:
                     return app
         except (urllib.error.URLError, ConnectionError, TimeoutError):

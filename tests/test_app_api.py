@@ -3,6 +3,7 @@ lets a browser fetch or upload. The app runs as ``launch.py`` would start it, on
 
 from __future__ import annotations
 
+import io
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -211,6 +212,23 @@ def test_bad_requests_are_readable_errors_and_the_app_keeps_working(client) -> N
         client.predict(*(["nope"] + settings("x")[1:]), api_name="/txt2img")
     with pytest.raises(AppError, match="needs an input image"):
         client.predict(*settings("x"), None, 0.5, "Just resize", api_name="/img2img")
+    assert len(gallery_paths(client.predict(*settings("still fine"), api_name="/txt2img"))) == 1
+
+
+def test_bad_picture_files_are_named_and_the_app_keeps_working(client, tmp_path: Path) -> None:
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    text_file = tmp_path / "notes.png"
+    text_file.write_text("not a picture at all\n")
+    with pytest.raises(AppError, match="The file 'notes.png' is not an image LoRA Studio reads"):
+        client.predict(*settings("x"), handle_file(str(text_file)), 0.5, "Just resize", api_name="/img2img")
+    cut = tmp_path / "cut.png"
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(buffer, format="PNG")
+    cut.write_bytes(buffer.getvalue()[:2000])
+    with pytest.raises(AppError, match="The file 'cut.png' is truncated"):
+        client.predict(handle_file(str(cut)), api_name="/png_info")
     assert len(gallery_paths(client.predict(*settings("still fine"), api_name="/txt2img"))) == 1
 
 

@@ -260,14 +260,14 @@ def test_lora_picker_lists_new_files_after_refresh_and_inserts_the_tag(page, app
     assert 'Lora hashes: "shape-style: ' in page.input_value("#txt2img_info textarea")
 
 
-def test_train_tab_trains_shows_the_loss_and_hands_the_lora_to_txt2img(page, app: RunningApp,
-                                                                        tmp_path: Path) -> None:
+def test_train_tab_trains_shows_the_loss_and_hands_the_lora_to_txt2img(page, app: RunningApp) -> None:
     from shape_data import dot_dataset
 
-    dot_dataset(tmp_path / "2_dots", "a {colour} dot")
+    datasets = app.models_dir.parent / "datasets"  # the default dataset root: datasets/ beside models/
+    dot_dataset(datasets / "2_dots", "a {colour} dot")
     page.get_by_role("tab", name="Train LoRA").click()
     page.fill("#train_output_name textarea, #train_output_name input", "browser-dots")
-    page.fill("#train_folder textarea, #train_folder input", str(tmp_path))
+    page.fill("#train_folder textarea, #train_folder input", str(datasets))
     page.click("#train_load")
     wait_for_text(page, "#train_data_report", "3 images (6 with repeats)", timeout=30_000)
     assert "a blue dot" in page.inner_text("#train_captions")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 
 import numpy as np
 import pytest
@@ -327,7 +326,6 @@ def test_a_malformed_styles_file_is_a_note_not_a_crash(styles) -> None:
 
 
 def test_styles_and_tiling_reach_the_request() -> None:
-    from app.engine import Img2ImgRequest
     from app.ui.generate_tab import request_from_ui
 
     request = request_from_ui("txt2img", dict(prompt="a circle", styles=["quality", "cinematic"], tiling=True))

@@ -12,8 +12,9 @@ from fastapi import APIRouter, FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api import generate, info
-from app.api.context import UNAUTHORIZED_MESSAGE, ApiContext, basic_auth_user
+from app.api.context import UNAUTHORIZED_MESSAGE, ApiContext, api_login
 from app.api.errors import error_body, install_error_handlers
+from app.login_throttle import LoginThrottle, Throttled, client_address, send_throttled
 
 PREFIX = "/sdapi/v1"
 DEFAULT_MAX_BODY_MB = 50
@@ -29,20 +30,27 @@ def add_api(app: FastAPI, context: ApiContext) -> None:
     max_mb = int(context.cmd_flags.get("max_upload_mb", DEFAULT_MAX_BODY_MB))
     app.add_middleware(BodySizeLimit, prefix=PREFIX, max_bytes=max_mb * 1024 * 1024)  # type: ignore[arg-type]
     if context.credentials:  # added last, so it runs first: no body is read for a caller without a password
-        app.add_middleware(PasswordFirst, prefix=PREFIX, users=context.users)  # type: ignore[arg-type]
+        app.add_middleware(PasswordFirst, prefix=PREFIX, users=context.users,  # type: ignore[arg-type]
+                           throttle=context.throttle)
 
 
 class PasswordFirst:
     """ASGI middleware: with logins, a request under ``prefix`` without a valid HTTP Basic header gets
-    401 before its body is read (the routes check again and name the owner)."""
+    401 before its body is read (the routes check again and name the owner), and one from an address
+    throttled after failed logins gets 429 (``app.login_throttle``)."""
 
-    def __init__(self, app: ASGIApp, prefix: str, users: dict[str, str]) -> None:
-        self.app, self.prefix, self.users = app, prefix, users
+    def __init__(self, app: ASGIApp, prefix: str, users: dict[str, str], throttle: LoginThrottle) -> None:
+        self.app, self.prefix, self.users, self.throttle = app, prefix, users, throttle
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].startswith(self.prefix):
             header = dict(scope.get("headers") or []).get(b"authorization", b"").decode("latin-1")
-            if basic_auth_user(header, self.users) is None:
+            try:
+                user = api_login(header, self.users, client_address(scope), self.throttle)
+            except Throttled as refused:
+                await send_throttled(send, refused.wait, error_body("TooManyLogins", str(refused)))
+                return
+            if user is None:
                 body = json.dumps({"detail": UNAUTHORIZED_MESSAGE}).encode("utf-8")
                 await send({"type": "http.response.start", "status": 401,
                             "headers": [(b"content-type", b"application/json"), (b"www-authenticate", b"Basic"),

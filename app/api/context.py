@@ -12,6 +12,7 @@ from fastapi import HTTPException, Request, status
 
 from app.api.options import OptionsStore
 from app.engine import Engine
+from app.login_throttle import LoginThrottle, Throttled, client_address, retry_after
 
 API_OWNER_PREFIX = "api"
 UNAUTHORIZED_MESSAGE = "Sign in with a user and password of --auth (HTTP Basic)."
@@ -36,12 +37,39 @@ def basic_auth_user(header: str | None, users: Mapping[str, str]) -> str | None:
     return found
 
 
+def basic_auth_name(header: str | None) -> str | None:
+    """The user name an HTTP Basic header offers (for the log), or None when it is no Basic header."""
+    scheme, _, encoded = (header or "").partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        return base64.b64decode(encoded.strip(), validate=True).decode("utf-8").partition(":")[0]
+    except (binascii.Error, ValueError):
+        return "?"
+
+
+def api_login(header: str | None, users: Mapping[str, str], address: str, throttle: LoginThrottle) -> str | None:
+    """The user of a valid HTTP Basic header from ``address``, else None; ``Throttled`` while the address
+    must wait, before the password is looked at. A wrong password counts as a failed login; a request
+    without Basic credentials guesses nothing and is not counted."""
+    throttle.check(address)
+    user = basic_auth_user(header, users)
+    if user is not None:
+        throttle.succeeded(address, user, "API", every_time=False)  # clients send it with every request
+        return user
+    offered = basic_auth_name(header)
+    if offered is not None:
+        throttle.failed(address, offered, "API")
+    return None
+
+
 @dataclass
 class ApiContext:
     engine: Engine
     options: OptionsStore
     credentials: tuple[tuple[str, str], ...] = ()
     cmd_flags: dict = field(default_factory=dict)  # launch.py's flags, for /cmd-flags
+    throttle: LoginThrottle = field(default_factory=LoginThrottle)  # shared with the UI's login (app.server)
 
     @property
     def users(self) -> dict[str, str]:
@@ -50,13 +78,18 @@ class ApiContext:
     @property
     def owner(self) -> Callable[..., str]:
         """A FastAPI dependency: the caller's owner name for the worker ("api:<user>", or "api"
-        without logins). With logins, a missing or wrong password is a 401 and nothing runs."""
-        users = self.users
+        without logins). With logins, a missing or wrong password is a 401 and nothing runs, and an
+        address throttled after failed logins gets 429."""
+        users, throttle = self.users, self.throttle
 
         def dependency(request: Request) -> str:
             if not users:
                 return API_OWNER_PREFIX
-            user = basic_auth_user(request.headers.get("authorization"), users)
+            try:
+                user = api_login(request.headers.get("authorization"), users, client_address(request.scope), throttle)
+            except Throttled as refused:
+                raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, str(refused),
+                                    headers={"Retry-After": retry_after(refused.wait)}) from None
             if user is None:
                 raise HTTPException(status.HTTP_401_UNAUTHORIZED, UNAUTHORIZED_MESSAGE,
                                     headers={"WWW-Authenticate": "Basic"})

@@ -1,7 +1,8 @@
 """Errors in A1111's shape: 4xx with ``{"error", "detail", "body", "errors"}`` and a readable detail.
 
 A bad request never reaches the worker as a 500: ValueError (the engine's "bad input") becomes 422,
-an unknown route keeps FastAPI's 404, schema errors keep FastAPI's 422 ``{"detail": [...]}``.
+a full queue (the engine's QueueFull, a ValueError) 429, an unknown route keeps FastAPI's 404, schema
+errors keep FastAPI's 422 ``{"detail": [...]}``.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import logging
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+
+from app.engine.jobs import QueueFull
 
 log = logging.getLogger(__name__)
 
@@ -37,5 +40,10 @@ def install_error_handlers(app: FastAPI) -> None:
         log.warning("API %s %s refused: %s", request.method, request.url.path, exc)
         return JSONResponse(error_body("ValueError", str(exc)), status_code=422)
 
+    async def queue_full(request: Request, exc: QueueFull) -> JSONResponse:
+        log.warning("API %s %s refused (429): %s", request.method, request.url.path, exc)
+        return JSONResponse(error_body("QueueFull", str(exc)), status_code=429)
+
     app.add_exception_handler(ApiError, api_error)  # type: ignore[arg-type]
+    app.add_exception_handler(QueueFull, queue_full)  # type: ignore[arg-type]
     app.add_exception_handler(ValueError, value_error)  # type: ignore[arg-type]

@@ -1,6 +1,7 @@
 """Images in and out of the API: base64 (with or without a ``data:`` prefix) to PIL, PIL to base64 PNG.
 
-A bad input image is a 422 naming its field; output PNGs carry the ``parameters`` text chunk, as
+A bad input image is a 422 naming its field, with the message the UI gives for the same file
+(``app.engine.image_input``); output PNGs carry the ``parameters`` text chunk, as
 A1111's do, and are bare base64 (what clients decode directly).
 """
 
@@ -9,16 +10,15 @@ from __future__ import annotations
 import base64
 import binascii
 import io
-import warnings
 from typing import Literal
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from app.api.errors import ApiError
+from app.engine.image_input import as_mask, as_rgb, open_picture
 from app.engine.outputs import png_with_parameters
 
 MIN_SIDE = 8
-BACKGROUND = (255, 255, 255)  # what transparent pixels of an input image become (A1111's default)
 
 
 def decode_bytes(field: str, data: object) -> bytes:
@@ -41,21 +41,14 @@ def decode_bytes(field: str, data: object) -> bytes:
 def open_image(field: str, data: object, *, min_side: int = MIN_SIDE) -> Image.Image:
     """The image a base64 string holds, loaded, with its metadata (``info``) as in the file.
 
-    Refuses (422, naming ``field``) malformed base64, bytes that are no image, an image with a
-    side under ``min_side`` pixels and one with more pixels than PIL's decompression-bomb limit.
+    Refuses (422, naming ``field``) malformed base64, whatever ``open_picture`` refuses (with its
+    message: the UI says the same) and an image with a side under ``min_side`` pixels.
     """
     raw = decode_bytes(field, data)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(raw))
-            image.load()
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ApiError(422, f"{field} has too many pixels (more than {Image.MAX_IMAGE_PIXELS}).") from None
-    except UnidentifiedImageError:
-        raise ApiError(422, f"{field} is not an image (PNG, JPEG, WEBP...).") from None
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise ApiError(422, f"{field} is a damaged image: {exc}") from None
+        image = open_picture(raw, field)
+    except ValueError as exc:
+        raise ApiError(422, str(exc)) from None
     if min(image.size) < min_side:
         raise ApiError(422, f"{field} is {image.size[0]}x{image.size[1]} pixels; "
                             f"images need at least {min_side} pixels on each side.")
@@ -68,19 +61,7 @@ def decode_image(field: str, data: object, mode: Literal["RGB", "L"] = "RGB") ->
     For a mask with real transparency the alpha channel is the mask, as A1111 reads such masks.
     """
     image = open_image(field, data)
-    has_alpha = image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)
-    if mode == "L":
-        if has_alpha:
-            alpha = image.convert("RGBA").getchannel("A")
-            if alpha.getextrema() != (255, 255):
-                return alpha
-        return image.convert("L")
-    if has_alpha:
-        rgba = image.convert("RGBA")
-        flat = Image.new("RGB", rgba.size, BACKGROUND)
-        flat.paste(rgba, mask=rgba.getchannel("A"))
-        return flat
-    return image.convert("RGB")
+    return as_mask(image) if mode == "L" else as_rgb(image)
 
 
 def encode_png(image: Image.Image, parameters: str | None = None) -> str:

@@ -29,6 +29,12 @@ class EngineConfig:
     extra_checkpoints: tuple[Path, ...] = field(default_factory=tuple)
     lora_cache_mb: int = 1024  # LoRA tensors kept in CPU memory, least recently used dropped first
     max_loaded_loras: int = 8  # adapters kept on each loaded pipeline
+    max_queue_per_user: int = 20  # jobs one owner may have queued or running; the next is refused
+    max_queue: int = 200  # jobs waiting for the worker, all owners together; the next is refused
+
+    def __post_init__(self) -> None:
+        if self.max_queue_per_user < 1 or self.max_queue < 1:
+            raise ValueError("The queue limits (--max-queue-per-user, --max-queue) must be at least 1.")
 
     def resolved_device(self) -> torch.device:
         if self.device == "auto":

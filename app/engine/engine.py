@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from app.audit import audit
 from app.engine.conditioning import DEFAULT_EMPHASIS, PromptEmbeddings, PromptEncoder, prompt_token_count
 from app.engine.config import EngineConfig
-from app.engine.jobs import Job, JobContext, JobResult
+from app.engine.jobs import Job, JobContext, JobResult, QueueFull
 from app.engine.manager import ModelManager
 from app.engine.prompt_parser import EMPHASIS_MODES
 from app.engine.prompts import EmbeddingStatus, embedding_statuses, split_lora_tags, text_encoder_widths
@@ -29,12 +30,13 @@ class Engine:
         self.config = config
         self.registry = ModelRegistry(config.models_dir, config.extra_checkpoints)
         self.manager = ModelManager(config, self.registry)
-        self.worker = Worker()
+        self.worker = Worker(config.max_queue_per_user, config.max_queue)
         self.settings = GenerationSettings(config.outputs_dir, config.preview_every)
         self.styles = StyleLibrary(config.models_dir / STYLES_FILE)
 
     def submit(self, request: GenerationRequest, owner: str = LOCAL_OWNER) -> Job:
-        """Validate and queue a request. Raises ValueError for a bad request (nothing is queued)."""
+        """Validate and queue a request. Raises ValueError for a bad request, QueueFull (a ValueError) when
+        the owner or the queue is at its limit; either way nothing is queued."""
         request.validate()
         if request.styles:  # applied once, here: the job and its infotext see the styled prompts
             prompt, negative = self.styles.apply(request.styles, request.prompt, request.negative_prompt)
@@ -49,16 +51,27 @@ class Engine:
             self.registry.find_vae(request.vae)
         job = Job(owner, lambda ctx: run_generation(ctx, request, self.manager, self.settings),
                   description=f"{request.task}: {request.prompt[:60]}")
-        log.info("%s queued for %s: %s", job.id, owner, job.description)
-        return self.worker.submit(job)
+        return self._queue(job, f"{request.task} model={request.model or self.config.default_model}")
 
     def submit_work(self, work: Callable[[JobContext], JobResult], description: str,
                     owner: str = LOCAL_OWNER) -> Job:
         """Queue any other device work (training, an evaluation, upscaling) on the same worker, in turn
-        with generation. The caller checks its input first: nothing here validates ``work``."""
-        job = Job(owner, work, description=description)
-        log.info("%s queued for %s: %s", job.id, owner, job.description)
-        return self.worker.submit(job)
+        with generation and under the same queue limits (QueueFull). The caller checks its input first:
+        nothing here validates ``work``. ``description`` goes to the audit log as it is: the kind of work
+        and what it is about ("train LoRA <name>"), never a prompt."""
+        return self._queue(Job(owner, work, description=description), description)
+
+    def _queue(self, job: Job, what: str) -> Job:
+        """Hand ``job`` to the worker; the audit log records it (``what``: no prompt) or its refusal."""
+        try:
+            self.worker.submit(job)
+        except QueueFull as exc:  # the front end tells the caller and logs it; the audit keeps it
+            audit("refused", job.owner, None, f"{what}: queue full ({exc.limit} "
+                  f"{'per user' if exc.per_owner else 'queued in all'})", logging.WARNING)
+            raise
+        log.info("%s queued for %s: %s", job.id, job.owner, job.description)
+        audit("queued", job.owner, job.id, what)
+        return job
 
     def generate(self, request: GenerationRequest, owner: str = LOCAL_OWNER, timeout: float | None = None) -> JobResult:
         """Submit and wait: the synchronous form, for scripts and the API."""
@@ -98,6 +111,7 @@ class Engine:
         if job is None:
             return False
         job.request_skip()
+        audit("skip", owner, job.id)
         return True
 
     def cancel_all_of(self, owner: str) -> int:

@@ -33,6 +33,16 @@ class JobFailed(RuntimeError):
     """Raised by ``Job.wait`` when the job failed; the message is the job's error."""
 
 
+class QueueFull(ValueError):
+    """Raised by a submit when the owner's jobs, or all queued jobs, are at their limit; nothing was queued.
+    A ValueError, so front ends show it as they show a bad request (the REST API answers 429)."""
+
+    def __init__(self, message: str, limit: int, per_owner: bool) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.per_owner = per_owner  # False: the limit of all owners' queued jobs together
+
+
 @dataclass
 class JobResult:
     images: list[Image.Image] = field(default_factory=list)

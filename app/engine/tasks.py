@@ -22,7 +22,7 @@ from app.engine.infotext import format_infotext
 from app.engine.jobs import BatchSkipped, JobContext, JobResult
 from app.engine.lora_runtime import ActiveLora
 from app.engine.manager import LoadedModel, ModelManager
-from app.engine.outputs import output_folder, save_image
+from app.engine.outputs import not_saved, output_folder, save_image
 from app.engine.preview import LatentPreviewer
 from app.engine.prompt_inputs import conditioned_call, encode_for_pipeline, prompt_infotext
 from app.engine.prompts import requested_loras, split_lora_tags
@@ -196,7 +196,10 @@ def run_generation(ctx: JobContext, request: GenerationRequest, manager: ModelMa
             result.infotexts.append(text)
             if request.save:
                 folder = output_folder(settings.outputs_dir, request.task)
-                result.paths.append(save_image(image, folder, seed, text))
+                try:
+                    result.paths.append(save_image(image, folder, seed, text))
+                except OSError as exc:  # a full disk, a folder it may not write: say so, not "OSError: ..."
+                    raise not_saved(exc, folder) from exc
     return result
 
 

@@ -3,17 +3,23 @@
 Owners (a browser session, an API client) are served in turn: the queue takes the oldest job of
 the next owner in round-robin order, so a batch of 50 from one person does not hold up a
 teammate's single image. An exception in a job fails that job only; the thread lives on.
+
+The queue is bounded, per owner (queued or running jobs) and for all owners together (queued
+jobs): a script that floods it is refused its next job, while other people can still queue theirs.
+Each job's cancel request and end go to the audit log (``app.audit``).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import OrderedDict, deque
 
 import torch
 
-from app.engine.jobs import Job, JobCancelled, JobContext, JobResult
+from app.audit import audit
+from app.engine.jobs import Job, JobCancelled, JobContext, JobResult, QueueFull
 from app.engine.manager import free_device_memory
 
 log = logging.getLogger(__name__)
@@ -72,9 +78,12 @@ class FairQueue:
 
 
 class Worker:
-    """Runs jobs one at a time on its own thread."""
+    """Runs jobs one at a time on its own thread. ``max_per_owner`` bounds each owner's queued or running
+    jobs, ``max_queued`` all owners' queued jobs together; None: no bound."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_per_owner: int | None = None, max_queued: int | None = None) -> None:
+        self.max_per_owner = max_per_owner
+        self.max_queued = max_queued
         self.queue = FairQueue()
         self._jobs: dict[str, Job] = {}
         self._running: Job | None = None
@@ -100,12 +109,27 @@ class Worker:
         return self._thread is not None and self._thread.is_alive()
 
     def submit(self, job: Job) -> Job:
-        with self._lock:
+        """Queue ``job``, or raise QueueFull (nothing queued) when its owner or the queue is at its limit."""
+        with self._lock:  # the count and the put at once: two submits cannot both take the last place
+            self._check_room(job.owner)
             self._jobs[job.id] = job
-        self.queue.put(job)
+            self.queue.put(job)
         self._announce_positions()
         self.start()
         return job
+
+    def _check_room(self, owner: str) -> None:
+        """Raise QueueFull if ``owner`` may not queue one more job now (called holding ``_lock``)."""
+        if self.max_per_owner is not None:
+            mine = sum(1 for job in self._jobs.values() if job.owner == owner and not job.finished)
+            if mine >= self.max_per_owner:
+                raise QueueFull(f"The queue is full for you: you have {mine} jobs queued or running, and the "
+                                f"limit is {self.max_per_owner} per user. Wait for your jobs to finish, or "
+                                "interrupt some, then try again.", self.max_per_owner, per_owner=True)
+        if self.max_queued is not None and len(self.queue) >= self.max_queued:
+            raise QueueFull(f"The queue is full: {len(self.queue)} jobs of all users are waiting, and the limit "
+                            f"is {self.max_queued}. Wait for your jobs to finish, or interrupt some, then try "
+                            "again in a while.", self.max_queued, per_owner=False)
 
     def get(self, job_id: str) -> Job | None:
         with self._lock:
@@ -126,8 +150,11 @@ class Worker:
         if job.finished:
             return False
         job.request_cancel()
-        if self.queue.remove(job):
+        waiting = self.queue.remove(job)
+        audit("cancel", owner, job.id, "queued" if waiting else "running")
+        if waiting:
             job.emit("cancelled", message="Cancelled before it started.", result=JobResult())
+            audit("cancelled", job.owner, job.id, "before it started")
             self._forget(job)
             self._announce_positions()
         return True
@@ -151,6 +178,8 @@ class Worker:
 
     def _run(self, job: Job) -> None:
         context = JobContext(job)
+        started = time.monotonic()
+        error = ""  # the kind of error a failed job met, for the audit log (its message may quote the request)
         try:
             if job.cancel_requested:
                 raise JobCancelled("Cancelled before it started.")
@@ -161,15 +190,20 @@ class Worker:
             job.emit("cancelled", message=str(exc), result=context.partial)
         except torch.OutOfMemoryError as exc:
             log.error("%s ran out of device memory: %s", job.id, exc)
+            error = "out of device memory"
             free_device_memory()
             job.emit("failed", message="Out of device memory: try a smaller size or batch, or fp16.")
         except ValueError as exc:  # bad input found while running (e.g. a model that does not fit)
             log.warning("%s failed: %s", job.id, exc)
+            error = type(exc).__name__
             job.emit("failed", message=str(exc))
         except Exception as exc:  # anything else fails this job only; the worker lives on
             log.exception("%s failed", job.id)
+            error = type(exc).__name__
             free_device_memory()
             job.emit("failed", message=f"{type(exc).__name__}: {exc}")
+        finally:
+            _audit_end(job, time.monotonic() - started, error)
 
     def _forget(self, job: Job) -> None:
         """Drop the oldest finished jobs once many have piled up (recent ones stay queryable)."""
@@ -177,3 +211,10 @@ class Worker:
             finished = [jid for jid, j in self._jobs.items() if j.finished]
             for jid in finished[: max(0, len(finished) - KEEP_FINISHED_JOBS)]:
                 del self._jobs[jid]
+
+
+def _audit_end(job: Job, seconds: float, error: str) -> None:
+    """The audit line of a job that ran: finished, failed (with the kind of error) or cancelled, and its time."""
+    phase = job.final_event.phase if job.final_event is not None else "ended"
+    outcome = "finished" if phase == "done" else phase
+    audit(outcome, job.owner, job.id, f"{seconds:.1f} s" + (f" ({error})" if error else ""))

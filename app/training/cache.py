@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from app.engine.registry import sha256_file
 from app.training.dataset import TrainImage, fit_to_bucket
+from app.training.files import write_atomically
 from app.training.text import encode_captions
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,8 @@ class LatentCache:
                     self.reused += 1
                 else:
                     latent = self.encode(image, bucket, flipped, device).cpu()
-                    save_file({"latent": latent.contiguous()}, str(path))
+                    tensors = {"latent": latent.contiguous()}
+                    write_atomically(path, lambda temp: save_file(tensors, str(temp)))
                     self.computed += 1
                 self._memory[(image.path, bucket, flipped)] = latent
         log.info("latent cache: %d computed, %d reused", self.computed, self.reused)
@@ -109,7 +111,7 @@ class TextCache:
                 stored = {"hidden": hidden[0].float().cpu().contiguous()}
                 if pooled is not None:
                     stored["pooled"] = pooled[0].float().cpu().contiguous()
-                save_file(stored, str(path))
+                write_atomically(path, lambda temp: save_file(stored, str(temp)))
             self._memory[caption] = (stored["hidden"], stored.get("pooled"))
 
     def get(self, captions: list[str], device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:

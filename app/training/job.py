@@ -14,6 +14,7 @@ from app.engine.manager import ModelManager
 from app.engine.registry import ModelRegistry
 from app.training.config import TrainConfig
 from app.training.evaluate import Scorers, evaluate_lora
+from app.training.roots import DatasetRoots
 from app.training.trainer import TrainProgress, train
 
 log = logging.getLogger(__name__)
@@ -21,19 +22,33 @@ log = logging.getLogger(__name__)
 
 class Training:
     """Training runs and LoRA evaluations as jobs on an engine's worker (built by app/cli.py, which
-    also fills the scorers), so they queue with generation both ways."""
+    also fills the scorers), so they queue with generation both ways.
 
-    def __init__(self, engine: Engine, scorers: Scorers | None = None) -> None:
+    ``dataset_roots`` limits the dataset folders a run may read; app/cli.py always gives them for the
+    server. None accepts any folder (the operator's own scripts and tests).
+    """
+
+    def __init__(self, engine: Engine, scorers: Scorers | None = None,
+                 dataset_roots: DatasetRoots | None = None) -> None:
         self.engine = engine
         self.scorers = scorers or Scorers()
+        self.dataset_roots = dataset_roots
+
+    def dataset_folder(self, folder: Path | str) -> Path:
+        """The folder to train on; DatasetFolderError (a ValueError) if it is missing or not allowed."""
+        if self.dataset_roots is not None:
+            return self.dataset_roots.check(folder)
+        path = Path(folder).expanduser()
+        if not path.is_dir():
+            raise ValueError(f"The dataset folder {path} does not exist.")
+        return path
 
     def submit_training(self, config: TrainConfig, owner: str = LOCAL_OWNER,
                         evaluation_prompts: tuple[str, ...] = ()) -> Job:
         """Queue a run. Cancelling it stops and keeps the steps done. Raises ValueError for a bad config."""
         config.validate()
         self.engine.registry.find_checkpoint(config.base_model)
-        if not config.dataset.is_dir():
-            raise ValueError(f"The dataset folder {config.dataset} does not exist.")
+        config.dataset = self.dataset_folder(config.dataset)
         work = training_work(config, self.engine.manager, self.engine.registry, evaluation_prompts, self.scorers)
         return self.engine.submit_work(work, f"train LoRA {config.output_name}", owner)
 

@@ -10,10 +10,25 @@ import shutil
 import zipfile
 from pathlib import Path, PurePosixPath
 
+from app.training.config import NAME
 from app.training.dataset import IMAGE_SUFFIXES
 
 KEEP_SUFFIXES = (*IMAGE_SUFFIXES, ".txt")
 MAX_ZIP_BYTES = 4 * 2**30  # uncompressed; a bigger archive is refused before anything is written
+
+
+def staging_root(outputs_dir: Path) -> Path:
+    """Where uploaded datasets are copied: ``outputs/training/datasets``."""
+    return Path(outputs_dir) / "training" / "datasets"
+
+
+def staging_folder(outputs_dir: Path, name: str) -> Path:
+    """The staging folder of one upload, named after the LoRA; a name that could leave the staging
+    root (a path, ``..``) is refused, since the folder is emptied before the copy."""
+    name = name or "dataset"
+    if not NAME.match(name) or ".." in name:
+        raise ValueError(f"Name {name!r}: use letters, digits, spaces, '-', '_' or '.'.")
+    return staging_root(outputs_dir) / name
 
 
 def stage_uploads(files: list[Path], target: Path) -> list[str]:

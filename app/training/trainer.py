@@ -40,6 +40,7 @@ from app.training.dataset import (
     sample_rng,
     scan_folder,
 )
+from app.training.files import write_atomically
 from app.training.losses import min_snr_weights
 from app.training.lora_export import kohya_metadata, kohya_tensors, tag_frequency, write_lora_file
 from app.training.text import encode_captions, sdxl_time_ids
@@ -398,6 +399,9 @@ def save_checkpoint(config: TrainConfig, state: RunState, accelerator: Accelerat
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         folder.mkdir(parents=True, exist_ok=True)
+        # progress.json marks a complete checkpoint (find_checkpoint skips folders without it): a step
+        # saved again (Stop on a checkpoint step) is not resumable until all its files are rewritten
+        (folder / "progress.json").unlink(missing_ok=True)
         save_file(adapter_state(accelerator.unwrap_model(unet)), str(folder / "adapter_unet.safetensors"))
         if config.train_text_encoder:
             for name, encoder in zip(TEXT_COMPONENTS, text_encoders):
@@ -413,7 +417,8 @@ def save_checkpoint(config: TrainConfig, state: RunState, accelerator: Accelerat
         progress = {"step": state.step, "epoch": state.epoch, "batch": state.batch, "losses": state.losses,
                     "settings": {**config.settings_key(), "rank": config.rank, "seed": config.seed,
                                  "batch_size": config.batch_size, "processes": accelerator.num_processes}}
-        (folder / "progress.json").write_text(json.dumps(progress), encoding="utf-8")
+        text = json.dumps(progress)
+        write_atomically(folder / "progress.json", lambda temp: temp.write_text(text, encoding="utf-8"))
     return folder
 
 

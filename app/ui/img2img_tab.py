@@ -8,12 +8,14 @@ from PIL import Image
 from app.engine import Engine, Img2ImgRequest
 from app.engine.requests import RESIZE_MODES
 from app.ui.generate_tab import GenerateTab, QuickSettings, output_controls, settings_controls, slider_range, wire_generate
+from app.ui.picture_input import picture_input
 
 
 def build_img2img_tab(engine: Engine, quick: QuickSettings) -> GenerateTab:
     with gr.Row():
         with gr.Column(scale=1):
-            image = gr.Image(label="Image", type="pil", sources=["upload", "clipboard"], height=360, elem_id="img2img_image")
+            image = picture_input(label="Image", type="pil", sources=["upload", "clipboard"], height=360,
+                                  elem_id="img2img_image")
             with gr.Row():
                 strength = gr.Slider(**slider_range("denoising_strength", Img2ImgRequest), value=0.75,
                                      label="Denoising strength")
@@ -25,7 +27,8 @@ def build_img2img_tab(engine: Engine, quick: QuickSettings) -> GenerateTab:
 
     inputs = settings.by_field() | {"init_image": image, "denoising_strength": strength, "resize_mode": resize_mode}
     wire_generate(engine, "img2img", "img2img", inputs, buttons, outputs, settings)
-    image.change(_size_of, image, [settings.width, settings.height], api_name=False, queue=False)
+    # queued: Gradio shows the error of a queued event (a bad file's message) and drops that of an unqueued one
+    image.change(_size_of, image, [settings.width, settings.height], api_name=False, show_progress="hidden")
     return GenerateTab(settings, outputs, buttons.styles, image, inputs=inputs)
 
 

@@ -7,6 +7,7 @@ from PIL import Image
 
 from app.engine.infotext import parse_infotext
 from app.engine.outputs import read_parameters
+from app.ui.picture_input import picture_input
 
 
 def read_png_info(image: Image.Image | None) -> tuple[str, dict]:
@@ -22,8 +23,8 @@ def read_png_info(image: Image.Image | None) -> tuple[str, dict]:
 def build_png_info_tab() -> tuple[gr.Textbox, gr.Button, gr.Button]:
     with gr.Row():
         with gr.Column():
-            image = gr.Image(label="Source", type="pil", sources=["upload", "clipboard"], image_mode=None,
-                             elem_id="png_info_image")
+            image = picture_input(label="Source", type="pil", sources=["upload", "clipboard"], image_mode=None,
+                                  elem_id="png_info_image")
         with gr.Column():
             text = gr.Textbox(label="Parameters", lines=6, interactive=False, elem_id="png_info_text")
             parsed = gr.JSON(label="Fields")

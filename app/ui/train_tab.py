@@ -19,7 +19,7 @@ from app.engine import Engine
 from app.training.job import Training
 from app.training.config import TrainConfig
 from app.training.dataset import scan_folder
-from app.training.staging import stage_uploads
+from app.training.staging import stage_uploads, staging_folder
 from app.ui.generate_tab import default_card, interrupt, owner_of
 from app.ui.lora_picker import lora_choices, with_tag
 from app.ui.progress import progress_html
@@ -35,18 +35,21 @@ class TrainTab:
     trained_lora: gr.State  # the name of this session's last trained LoRA
 
 
-def staged_dataset(engine: Engine, name: str, folder: str, uploads: list | None) -> tuple[Path, list[str]]:
-    """(the dataset folder to train on, files ignored). Uploads are copied under outputs/training/datasets."""
-    if uploads:
-        target = Path(engine.config.outputs_dir) / "training" / "datasets" / (name or "dataset")
-        shutil.rmtree(target, ignore_errors=True)
-        ignored = stage_uploads([Path(getattr(f, "name", f)) for f in uploads], target)
-        return target, ignored
-    if folder and folder.strip():
-        path = Path(folder.strip()).expanduser()
-        if not path.is_dir():
-            raise gr.Error(f"The folder {path} does not exist on the machine running LoRA Studio.")
-        return path, []
+def staged_dataset(engine: Engine, training: Training, name: str, folder: str,
+                   uploads: list | None) -> tuple[Path, list[str]]:
+    """(the dataset folder to train on, files ignored). Uploads are copied under outputs/training/datasets;
+    a typed folder must lie inside the Training service's allowed dataset roots."""
+    try:
+        if uploads:
+            target = staging_folder(engine.config.outputs_dir, name)
+            shutil.rmtree(target, ignore_errors=True)
+            ignored = stage_uploads([Path(getattr(f, "name", f)) for f in uploads], target)
+            return target, ignored
+        if folder and folder.strip():
+            return training.dataset_folder(folder.strip()), []
+    except ValueError as exc:  # DatasetFolderError names the allowed folders
+        log.warning("dataset refused: %s", exc)
+        raise gr.Error(str(exc)) from exc
     raise gr.Error("Give a dataset: a folder on this machine, or drop images (or a zip) here.")
 
 
@@ -162,7 +165,7 @@ def build_train_tab(engine: Engine, training: Training) -> TrainTab:
     trained = gr.State("")
 
     def load_dataset(name: str, folder_text: str, files: list | None) -> tuple[pd.DataFrame, str]:
-        dataset, ignored = staged_dataset(engine, name or "dataset", folder_text, files)
+        dataset, ignored = staged_dataset(engine, training, name or "dataset", folder_text, files)
         table, summary = caption_table(dataset)
         return table, summary + ("  \nIgnored uploads: " + ", ".join(ignored) if ignored else "")
 
@@ -173,7 +176,7 @@ def build_train_tab(engine: Engine, training: Training) -> TrainTab:
             keep: float, dropout_: float, offset: float, seed_: float, every: float, sample_every_: float,
             prompts_text: str, preserve_text: str, request: gr.Request) -> Iterator[tuple]:
         name = (name or "").strip()
-        dataset, _ = staged_dataset(engine, name, folder_text, files)
+        dataset, _ = staged_dataset(engine, training, name, folder_text, files)
         prompts, preserved = (tuple(line.strip() for line in (text or "").splitlines() if line.strip())
                               for text in (prompts_text, preserve_text))
         resolution_ = int(resolution_)
