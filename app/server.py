@@ -5,12 +5,15 @@ the UI's paths; the UI keeps its own login, upload limit and file rules (``app.s
 ``--share`` the UI goes through Gradio's own launcher and tunnel, which cannot carry the API (nor the
 browser guards of ``app.web_guard``, which the one server puts in front of everything else). With
 ``--tls-certfile``/``--tls-keyfile`` uvicorn serves https; the tunnel cannot, so app.cli refuses them with
-``--share``. Logins of the UI and the API are throttled per client address (``app.login_throttle``).
+``--share``. Logins of the UI and the API are throttled per client address (``app.login_throttle``). With
+logins, each user's pictures are saved under ``outputs/<user>/`` and the file routes serve a user only their
+own files and uploads (``app.file_access``).
 """
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import gradio as gr
 import uvicorn
@@ -20,6 +23,7 @@ from starlette.routing import Mount
 from app.api import add_api
 from app.api.context import ApiContext
 from app.engine import Engine
+from app.file_access import FileAccess, FileRules, gradio_user
 from app.login_throttle import LoginThrottle, ThrottledLogin
 from app.serving import ServeOptions, launch_kwargs
 from app.training.job import Training
@@ -44,6 +48,9 @@ def build_app(engine: Engine, training: Training, options: ServeOptions, api: Ap
     gr.mount_gradio_app(app, blocks, path="/", css=CSS, head=HEAD, **kwargs)  # type: ignore[arg-type]
     if options.credentials:
         ui = next(route.app for route in app.routes if isinstance(route, Mount) and isinstance(route.app, gr.routes.App))
+        # innermost: each user's files and uploads are theirs (outputs/<user>/ and what Gradio handed them)
+        rules = FileRules(engine.config.outputs_dir, Path(ui.uploaded_file_dir), options.user_folders)
+        app.add_middleware(FileAccess, rules=rules, user_of=gradio_user(ui))  # type: ignore[arg-type]
         app.add_middleware(LoginRedirect, logged_in=gradio_login_check(ui))  # type: ignore[arg-type]
         throttle = api.throttle if api is not None else LoginThrottle()
         app.add_middleware(ThrottledLogin, throttle=throttle)  # type: ignore[arg-type]

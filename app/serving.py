@@ -13,6 +13,8 @@ import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from app.engine.outputs import user_folders
+
 log = logging.getLogger(__name__)
 
 CACHE_FOLDER_NAME = ".gradio-cache"
@@ -40,6 +42,19 @@ class ServeOptions:
     allowed_hosts: tuple[str, ...] = ()  # more Host names to answer to (--allowed-hosts), beside the listen address's
     tls_certfile: Path | None = None  # with tls_keyfile: serve https (uvicorn's ssl_certfile/ssl_keyfile)
     tls_keyfile: Path | None = None
+
+    def __post_init__(self) -> None:
+        """Each user gets a folder under outputs/: a name that cannot be one is refused before anything starts."""
+        _ = self.user_folders
+
+    @property
+    def user_folders(self) -> dict[str, str]:
+        """Each login's folder name under outputs/ (``app.engine.outputs.user_folder``); CredentialsError for
+        a user name that cannot name a folder, or two that differ only in case."""
+        try:
+            return user_folders(user for user, _ in self.credentials)
+        except ValueError as exc:
+            raise CredentialsError(str(exc)) from None
 
     @property
     def listens_beyond_this_machine(self) -> bool:

@@ -101,13 +101,14 @@ def _wait_until(condition, what: str, timeout: float = 120.0):
 
 
 def _saved_prompts(app: RunningApp, skip: set[Path] = frozenset()) -> list[str]:
-    """The prompts of the txt2img images saved (not in ``skip``), in the order the worker saved them:
-    the one worker thread numbers each image it saves (NNNNN-seed.png), at the end of its job."""
+    """The prompts of the txt2img images saved (not in ``skip``), in the order the worker saved them: the one
+    worker thread saves each job's images at its end, one after another, in each user's own folder
+    (outputs/<user>/txt2img-images/...), so their modification times give the order."""
     from app.engine.outputs import read_parameters
 
-    numbered = [p for p in (app.outputs_dir / "txt2img-images").rglob("*.png")
+    numbered = [p for p in app.outputs_dir.glob("*/txt2img-images/*/*.png")
                 if re.match(r"\d{5,}-", p.name) and p not in skip]
-    numbered.sort(key=lambda p: (p.parent.name, int(p.name.split("-")[0])))
+    numbered.sort(key=lambda p: p.stat().st_mtime_ns)
     return [(read_parameters(p) or "").split("\n")[0] for p in numbered]
 
 
@@ -120,7 +121,7 @@ def test_an_api_bot_does_not_starve_a_browser_user(protected: RunningApp, monkey
     # Without the client's heartbeat: its stream stays open after the test and holds the app's stop for 5 s.
     monkeypatch.setattr(Client, "_stream_heartbeat", staticmethod(lambda *args: None))
     browser = Client(protected.url, auth=("bob", "builder"), verbose=False, download_files=False)  # a Gradio login
-    before = set((protected.outputs_dir / "txt2img-images").rglob("*.png"))
+    before = set(protected.outputs_dir.glob("*/txt2img-images/*/*.png"))
     bot_lines = protected.log().count("queued for api:alice")
 
     def bot(i: int) -> requests.Response:  # separate requests are separate jobs (n_iter would make one job)

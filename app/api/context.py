@@ -18,6 +18,17 @@ API_OWNER_PREFIX = "api"
 UNAUTHORIZED_MESSAGE = "Sign in with a user and password of --auth (HTTP Basic)."
 
 
+def api_owner(user: str | None) -> str:
+    """The worker's owner name of an API caller: ``api:<user>`` with logins, ``api`` without."""
+    return API_OWNER_PREFIX if user is None else f"{API_OWNER_PREFIX}:{user}"
+
+
+def api_user(owner: str) -> str | None:
+    """The logged-in user of an ``api_owner`` name (whose outputs/ folder gets the pictures), None without logins."""
+    prefix, sep, user = owner.partition(":")
+    return user if prefix == API_OWNER_PREFIX and sep else None
+
+
 def basic_auth_user(header: str | None, users: Mapping[str, str]) -> str | None:
     """The user named by a valid HTTP Basic ``Authorization`` header (UTF-8, as browsers and requests
     send it), or None. Every user is compared, in constant time, so timing tells no names."""
@@ -84,7 +95,7 @@ class ApiContext:
 
         def dependency(request: Request) -> str:
             if not users:
-                return API_OWNER_PREFIX
+                return api_owner(None)
             try:
                 user = api_login(request.headers.get("authorization"), users, client_address(request.scope), throttle)
             except Throttled as refused:
@@ -93,6 +104,6 @@ class ApiContext:
             if user is None:
                 raise HTTPException(status.HTTP_401_UNAUTHORIZED, UNAUTHORIZED_MESSAGE,
                                     headers={"WWW-Authenticate": "Basic"})
-            return f"{API_OWNER_PREFIX}:{user}"
+            return api_owner(user)
 
         return dependency

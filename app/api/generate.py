@@ -20,7 +20,7 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.concurrency import run_in_threadpool
 from PIL import Image
 
-from app.api.context import ApiContext
+from app.api.context import ApiContext, api_user
 from app.api.errors import ApiError
 from app.api.generate_models import (
     ImageToImageResponse,
@@ -52,7 +52,7 @@ def router(context: ApiContext) -> APIRouter:
         """Map and queue (in a worker thread of FastAPI's pool: it decodes and validates)."""
         request = request_from_a1111(task, fields, defaults=context.options.get(), registry=context.engine.registry)
         stamp = _dt.datetime.now().strftime("%Y%m%d%H%M%S")
-        job = context.engine.submit(request, owner)
+        job = context.engine.submit(request, owner, user=api_user(owner))  # with logins: outputs/<user>/
         started[job] = stamp
         return request, job, stamp
 

@@ -10,6 +10,7 @@ from app.engine.conditioning import DEFAULT_EMPHASIS, PromptEmbeddings, PromptEn
 from app.engine.config import EngineConfig
 from app.engine.jobs import Job, JobContext, JobResult, QueueFull
 from app.engine.manager import ModelManager
+from app.engine.outputs import user_folder
 from app.engine.prompt_parser import EMPHASIS_MODES
 from app.engine.prompts import EmbeddingStatus, embedding_statuses, split_lora_tags, text_encoder_widths
 from app.engine.registry import ModelRegistry
@@ -34,10 +35,14 @@ class Engine:
         self.settings = GenerationSettings(config.outputs_dir, config.preview_every)
         self.styles = StyleLibrary(config.models_dir / STYLES_FILE)
 
-    def submit(self, request: GenerationRequest, owner: str = LOCAL_OWNER) -> Job:
-        """Validate and queue a request. Raises ValueError for a bad request, QueueFull (a ValueError) when
-        the owner or the queue is at its limit; either way nothing is queued."""
+    def submit(self, request: GenerationRequest, owner: str = LOCAL_OWNER, user: str | None = None) -> Job:
+        """Validate and queue a request. ``owner``: whose job it is in the queue (fairness, progress, cancel);
+        ``user``: the logged-in user, whose folder under outputs/ gets the pictures (None: outputs/ itself).
+        Raises ValueError for a bad request or user name, QueueFull (a ValueError) when the owner or the queue
+        is at its limit; either way nothing is queued."""
         request.validate()
+        if user is not None:
+            user_folder(user)  # a name that cannot be a folder fails now, not after the job ran
         if request.styles:  # applied once, here: the job and its infotext see the styled prompts
             prompt, negative = self.styles.apply(request.styles, request.prompt, request.negative_prompt)
             request = request.with_changes(prompt=prompt, negative_prompt=negative)
@@ -49,7 +54,7 @@ class Engine:
             self.registry.find_checkpoint(second)  # not after a whole first pass
         if request.vae is not None:
             self.registry.find_vae(request.vae)
-        job = Job(owner, lambda ctx: run_generation(ctx, request, self.manager, self.settings),
+        job = Job(owner, lambda ctx: run_generation(ctx, request, self.manager, self.settings, user),
                   description=f"{request.task}: {request.prompt[:60]}")
         return self._queue(job, f"{request.task} model={request.model or self.config.default_model}")
 
@@ -73,9 +78,10 @@ class Engine:
         audit("queued", job.owner, job.id, what)
         return job
 
-    def generate(self, request: GenerationRequest, owner: str = LOCAL_OWNER, timeout: float | None = None) -> JobResult:
+    def generate(self, request: GenerationRequest, owner: str = LOCAL_OWNER, timeout: float | None = None,
+                 user: str | None = None) -> JobResult:
         """Submit and wait: the synchronous form, for scripts and the API."""
-        return self.submit(request, owner).wait(timeout)
+        return self.submit(request, owner, user).wait(timeout)
 
     def token_count(self, prompt: str, model: str | None = None, steps: int = 20,
                     emphasis: str = DEFAULT_EMPHASIS) -> tuple[int, int]:

@@ -1,10 +1,12 @@
 """Saving generated images under ``outputs/`` the way A1111 lays them out.
 
 ``outputs/<task>-images/<YYYY-MM-DD>/<NNNNN>-<seed>.png`` with the infotext in the PNG's
-``parameters`` text chunk. Files are written to a temporary name in the same folder and renamed,
-so a reader never sees a half-written image and a crash leaves no partial file. The temporary name
-(``.saving-*.tmp``) is hidden and matches neither ``*.png`` nor the numbering, so a process killed
-mid-write leaves at most such a file, which nothing lists.
+``parameters`` text chunk; with logins, each user's under their own folder,
+``outputs/<user>/<task>-images/...`` (``user_folder`` says which names make a folder). Files are
+written to a temporary name in the same folder and renamed, so a reader never sees a half-written
+image and a crash leaves no partial file. The temporary name (``.saving-*.tmp``) is hidden and
+matches neither ``*.png`` nor the numbering, so a process killed mid-write leaves at most such a
+file, which nothing lists.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import errno
 import os
 import re
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 from PIL import Image
@@ -22,6 +25,40 @@ from PIL.PngImagePlugin import PngInfo
 _NUMBERED = re.compile(r"^(\d{5,})-")
 TEMP_PREFIX, TEMP_SUFFIX = ".saving-", ".tmp"
 _DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}  # no EDQUOT on Windows
+
+# A user's folder is named as the user: ASCII letters and digits, then also ``. _ @ + -``, at most 64 in all,
+# not ending with a dot. No separator, no ``..``, no hidden name, the same on Linux, macOS and Windows.
+_USER_FOLDER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}")
+# Names outputs/ already uses beside the users' folders (training runs, the demo's evaluation, the
+# audit log, the pictures saved without logins), and names Windows gives to devices.
+_TAKEN = re.compile(r"(training|demo-eval|audit\.log.*|.*-images)", re.IGNORECASE)
+_WINDOWS_DEVICES = re.compile(r"(con|prn|aux|nul|com[0-9]|lpt[0-9])(\..*)?", re.IGNORECASE)
+
+
+def user_folder(user: str) -> str:
+    """The folder name of ``user`` under outputs/: the name itself, or ValueError when it cannot be one
+    (a path separator, ``..``, a character outside the safe set, a name outputs/ already uses)."""
+    if not isinstance(user, str) or not _USER_FOLDER.fullmatch(user) or user.endswith("."):
+        raise ValueError(f"The user name {user!r} cannot name a folder under outputs/: use 1 to 64 ASCII letters, "
+                         "digits and . _ @ + - (starting with a letter or digit, not ending with a dot).")
+    if _TAKEN.fullmatch(user) or _WINDOWS_DEVICES.fullmatch(user):
+        raise ValueError(f"The user name {user!r} is taken under outputs/ (training runs, the audit log, the "
+                         "shared picture folders, or a Windows device name): choose another name.")
+    return user
+
+
+def user_folders(users: Iterable[str]) -> dict[str, str]:
+    """Each user's folder name (``user_folder``); ValueError also for two names that differ only in case,
+    which would share one folder on macOS and Windows."""
+    folders: dict[str, str] = {}
+    seen: dict[str, str] = {}
+    for user in users:
+        folder = folders[user] = user_folder(user)
+        other = seen.setdefault(folder.casefold(), user)
+        if other != user:
+            raise ValueError(f"The user names {other!r} and {user!r} differ only in case; each user needs a "
+                             "folder of their own under outputs/, so rename one of them.")
+    return folders
 
 
 class ImageNotSaved(ValueError):
@@ -39,10 +76,12 @@ def not_saved(exc: OSError, folder: Path) -> ImageNotSaved:
     return ImageNotSaved(f"Could not save the image in {where} under the outputs folder: {exc.strerror or exc}.")
 
 
-def output_folder(outputs_dir: Path, task: str, today: _dt.date | None = None) -> Path:
-    """The folder of today's images for a task, e.g. ``outputs/txt2img-images/2026-11-25``."""
+def output_folder(outputs_dir: Path, task: str, today: _dt.date | None = None, user: str | None = None) -> Path:
+    """The folder of today's images for a task, e.g. ``outputs/txt2img-images/2026-11-25``; with a ``user``,
+    ``outputs/<user>/txt2img-images/2026-11-25`` (ValueError for a name ``user_folder`` refuses)."""
     day = (today or _dt.date.today()).isoformat()
-    return Path(outputs_dir) / f"{task}-images" / day
+    root = Path(outputs_dir) if user is None else Path(outputs_dir) / user_folder(user)
+    return root / f"{task}-images" / day
 
 
 def next_image_number(folder: Path) -> int:

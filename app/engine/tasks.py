@@ -118,9 +118,10 @@ class _JobClock:
 
 
 def run_generation(ctx: JobContext, request: GenerationRequest, manager: ModelManager,
-                   settings: GenerationSettings) -> JobResult:
-    """Run every batch of ``request``; save and return the images. Each finished batch goes into
-    ``ctx.partial`` as it is saved, so an interrupted job still ends with them (as A1111 returns them)."""
+                   settings: GenerationSettings, user: str | None = None) -> JobResult:
+    """Run every batch of ``request``; save and return the images (under ``outputs/<user>/`` when the job has a
+    logged-in ``user``). Each finished batch goes into ``ctx.partial`` as it is saved, so an interrupted job
+    still ends with them (as A1111 returns them)."""
     ctx.emit("loading", message=f"Loading {request.model or manager.config.default_model}")
     loaded = manager.get(request.model)
     vae_entry = manager.registry.find_vae(request.vae) if request.vae else None
@@ -195,7 +196,7 @@ def run_generation(ctx: JobContext, request: GenerationRequest, manager: ModelMa
             result.seeds.append(seed)
             result.infotexts.append(text)
             if request.save:
-                folder = output_folder(settings.outputs_dir, request.task)
+                folder = output_folder(settings.outputs_dir, request.task, user=user)
                 try:
                     result.paths.append(save_image(image, folder, seed, text))
                 except OSError as exc:  # a full disk, a folder it may not write: say so, not "OSError: ..."

@@ -40,6 +40,12 @@ def owner_of(request: gr.Request | None) -> str:
     return f"session:{request.session_hash}"
 
 
+def user_of(request: gr.Request | None) -> str | None:
+    """The logged-in user of a request (Gradio reads it from the login cookie), None without logins: the
+    engine saves their pictures under ``outputs/<user>/``."""
+    return getattr(request, "username", None) if request is not None else None
+
+
 def slider_range(name: str, request_type: type[GenerationRequest] = GenerationRequest) -> dict[str, float]:
     """``minimum``, ``maximum`` and ``step`` of a slider for a request field, from the field's Limits."""
     limits = limits_of(request_type, name)
@@ -183,10 +189,12 @@ def settings_controls(engine: Engine, tab: str, quick: QuickSettings) -> tuple[S
     return controls, SettingsButtons(refresh, random_seed, reuse_seed, lora, styles)
 
 
-def stream_job(engine: Engine, task: A1111Task, values: Mapping[str, Any], owner: str) -> Iterator[tuple[Any, ...]]:
-    """Submit a tab's values (by A1111 field) and yield OutputControls.stream_outputs() values as the job advances."""
+def stream_job(engine: Engine, task: A1111Task, values: Mapping[str, Any], owner: str,
+               user: str | None = None) -> Iterator[tuple[Any, ...]]:
+    """Submit a tab's values (by A1111 field) as ``owner``'s job, saved for ``user`` (``user_of``), and yield
+    OutputControls.stream_outputs() values as the job advances."""
     try:
-        job = engine.submit(request_from_ui(task, values), owner=owner)
+        job = engine.submit(request_from_ui(task, values), owner=owner, user=user)
     except ValueError as exc:
         log.warning("rejected request from %s: %s", owner, exc)
         raise gr.Error(str(exc)) from exc
@@ -295,7 +303,8 @@ def generate_handler(engine: Engine, task: A1111Task, names: list[str],
 
     def generate(request: gr.Request, *values: Any) -> Iterator[tuple[Any, ...]]:
         fields = dict(zip(names, values, strict=True))
-        yield from stream_job(engine, task, prepare(fields) if prepare else fields, owner_of(request))
+        yield from stream_job(engine, task, prepare(fields) if prepare else fields, owner_of(request),
+                              user_of(request))
 
     # Gradio names its API parameters after the handler's: show the A1111 field names, not *values.
     positional = inspect.Parameter.POSITIONAL_OR_KEYWORD
