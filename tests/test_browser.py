@@ -469,3 +469,66 @@ def test_styles_apply_save_and_reach_the_job_with_tiling(page, app: RunningApp) 
         page.keyboard.press("Escape")
     finally:
         styles_file.unlink(missing_ok=True)
+
+
+ATTACK_PAGE = """<!doctype html><title>another site</title><script>
+async function attack(app) {
+  const tried = {};
+  const join = JSON.stringify({data: ["evil-gradio"], fn_index: 0, session_hash: "attacker", event_data: null});
+  const txt2img = JSON.stringify({prompt: "evil-api", steps: 1, width: 64, height: 64});
+  for (const [name, url, body, mode, type] of [
+      ["api_cors", app + "/sdapi/v1/txt2img", txt2img, "cors", "application/json"],
+      ["gradio_cors", app + "/gradio_api/queue/join", join, "cors", "application/json"],
+      ["api_simple", app + "/sdapi/v1/txt2img", txt2img, "no-cors", "text/plain"],
+      ["gradio_simple", app + "/gradio_api/queue/join", join, "no-cors", "text/plain"]]) {
+    try {
+      const answer = await fetch(url, {method: "POST", body, mode, credentials: "include",
+                                       headers: {"Content-Type": type}});
+      tried[name] = answer.type === "opaque" ? "opaque" : await answer.text();
+    } catch (error) {
+      tried[name] = "blocked";
+    }
+  }
+  return tried;
+}
+</script>"""
+
+
+def test_a_page_of_another_origin_cannot_drive_the_app(browser, app: RunningApp) -> None:
+    """A web page on another port (another origin, as a DNS-rebinding or CSRF page would be) posts to the
+    REST API and to Gradio's queue: readable requests are blocked by CORS, simple ones get 403 from the
+    Origin rule, and no job ever runs."""
+    import http.server
+    import threading
+
+    from app_server import free_port
+
+    class AttackPage(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            body = ATTACK_PAGE.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), AttackPage)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        refused = []
+        page.on("response", lambda answer: refused.append(answer.status) if answer.url.startswith(app.url) else None)
+        page.goto(f"http://127.0.0.1:{server.server_address[1]}/")
+        tried = page.evaluate("(app) => attack(app)", app.url)
+    finally:
+        context.close()
+        server.shutdown()
+    assert tried["api_cors"] == tried["gradio_cors"] == "blocked"  # the page reads nothing
+    assert tried["api_simple"] == tried["gradio_simple"] == "opaque"
+    assert refused and set(refused) == {403}, refused  # every request that reached the app was refused
+    log = app.log()
+    assert "evil-api" not in log and "evil-gradio" not in log and "queued for session:attacker" not in log

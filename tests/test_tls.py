@@ -135,3 +135,22 @@ def test_a_person_logs_in_over_https_in_chromium(tls_app: tuple[RunningApp, Path
             assert secure and secure[0]["secure"]  # Gradio's secure login cookie is kept over https
         finally:
             browser.close()
+
+
+def test_a_foreign_origin_with_a_login_gets_no_cors_over_https(tls_app: tuple[RunningApp, Path]) -> None:
+    """Over https the browser keeps Gradio's SameSite=None login cookie, so it would ride along on a
+    cross-site request: such a request must still get no Access-Control-Allow-Origin."""
+    running, cert = tls_app
+    session = requests.Session()  # (verify= per request: an environment CA bundle would override session.verify)
+    login = session.post(running.url + "/login", data={"username": USER, "password": PASSWORD}, verify=str(cert),
+                         timeout=30)
+    assert login.status_code == 200 and session.cookies
+    evil = {"Origin": "https://evil.example"}
+    config = session.get(running.url + "/config", headers=evil, verify=str(cert), timeout=30)
+    assert config.status_code == 200  # logged in: the page's config is served...
+    preflight = session.options(running.url + "/gradio_api/queue/join", verify=str(cert), timeout=30, headers={
+        **evil, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type"})
+    for answer in (config, preflight):  # ...but to no other site
+        assert not any(name.lower().startswith("access-control-") for name in answer.headers), answer.headers
+    own = session.get(running.url + "/config", headers={"Origin": running.url}, verify=str(cert), timeout=30)
+    assert own.status_code == 200
