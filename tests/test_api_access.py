@@ -114,7 +114,7 @@ def _saved_prompts(app: RunningApp, skip: set[Path] = frozenset()) -> list[str]:
 
 def test_an_api_bot_does_not_starve_a_browser_user(protected: RunningApp, monkeypatch: pytest.MonkeyPatch) -> None:
     """API jobs share the UI's one worker, served by owner in turn: a bot's burst of requests (owner
-    ``api:alice``) does not hold up a person's single job in the browser (owner ``session:<hash>``)."""
+    ``api:alice``) does not hold up a person's single job in the browser (owner ``user:bob``: with logins a person is one owner)."""
     from gradio_client import Client
 
     bots = 5

@@ -321,8 +321,9 @@ def test_the_whole_flow_in_a_browser_with_logins(app: RunningApp, tmp_path: Path
             amy.get_by_role("tab", name="txt2img").click()
             amy.click("#txt2img_send_to_inpaint")
             amy.locator("#inpaint_editor canvas").first.wait_for(state="visible", timeout=20_000)
-            amy.locator("#inpaint_editor input[type=file]").set_input_files(str(picture))
-            amy.wait_for_timeout(1500)
+            with amy.expect_response(lambda answer: "/gradio_api/upload" in answer.url, timeout=60_000):
+                amy.locator("#inpaint_editor input[type=file]").set_input_files(str(picture))
+            amy.wait_for_timeout(1500)  # the editor draws the uploaded picture
             canvas = amy.locator("#inpaint_editor canvas").first.bounding_box()
             middle_x, middle_y = canvas["x"] + canvas["width"] / 2, canvas["y"] + canvas["height"] / 2
             amy.mouse.move(middle_x - 40, middle_y)

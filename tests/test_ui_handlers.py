@@ -345,3 +345,15 @@ def test_tiling_and_styles_come_back_from_an_infotext() -> None:
     assert fields["prompt"] == "a tiled floor, masterpiece" and fields["styles"] == []  # already in the prompt
     assert fields["tiling"] is True
     assert infotext_fields(text.replace("Tiling: True, ", ""))["tiling"] is False
+
+
+def test_with_logins_a_person_is_one_owner_however_many_tabs() -> None:
+    from types import SimpleNamespace
+
+    from app.ui.generate_tab import owner_of, user_of
+
+    tab_one, tab_two = SimpleNamespace(session_hash="h1", username="amy"), SimpleNamespace(session_hash="h2", username="amy")
+    assert owner_of(tab_one) == owner_of(tab_two) == "user:amy" and user_of(tab_one) == "amy"
+    anonymous = SimpleNamespace(session_hash="h3", username=None)
+    assert owner_of(anonymous) == "session:h3" and user_of(anonymous) is None  # without logins: per browser session
+    assert owner_of(None) == "api"

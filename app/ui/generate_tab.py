@@ -34,10 +34,13 @@ RANDOM_SEED = -1
 
 
 def owner_of(request: gr.Request | None) -> str:
-    """Each browser session is its own owner: it sees and interrupts only its own jobs."""
+    """Whose jobs a request's are: with logins, the user's (all their browser tabs are one owner, so a person
+    gets one turn in the round-robin and one queue cap however many tabs they open); without logins,
+    the browser session's. An owner sees and interrupts only its own jobs."""
     if request is None or not request.session_hash:
         return "api"
-    return f"session:{request.session_hash}"
+    user = user_of(request)
+    return f"user:{user}" if user else f"session:{request.session_hash}"
 
 
 def user_of(request: gr.Request | None) -> str | None:
