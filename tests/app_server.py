@@ -96,3 +96,24 @@ def start_app(workdir: Path, *args: str, timeout: float = 180.0) -> RunningApp:
         time.sleep(0.5)
     app.stop()
     raise RuntimeError(f"the app did not answer within {timeout:.0f} s:\n{app.log()}")
+
+
+def build_app_in_process(work: Path, credentials: tuple[tuple[str, str], ...], port: int, **options: object):
+    """``app.server.build_app`` in this process, on the placeholder model in ``work``, with the API and
+    ``credentials`` as logins; ``options`` go to ServeOptions (and ``throttle`` to the API context).
+    Returns (ASGI app, engine): shut the engine down when done."""
+    from app.api.context import ApiContext
+    from app.api.options import OPTIONS_FILE, OptionsStore, default_options
+    from app.cli import training_service
+    from app.engine import Engine, EngineConfig
+    from app.server import build_app
+    from app.serving import ServeOptions
+
+    model = ensure_placeholder_model(work / "models")
+    engine = Engine(EngineConfig(models_dir=work / "models", outputs_dir=work / "outputs", default_model=model,
+                                 device="cpu"))
+    extra = {"throttle": options.pop("throttle")} if "throttle" in options else {}
+    api = ApiContext(engine, OptionsStore(work / "outputs" / OPTIONS_FILE, default_options(model)), credentials, {},
+                     **extra)
+    serve_options = ServeOptions(port=port, credentials=credentials, **options)  # type: ignore[arg-type]
+    return build_app(engine, training_service(engine), serve_options, api), engine

@@ -167,23 +167,11 @@ def peer_from_header(app: ASGIApp) -> ASGIApp:
 @pytest.fixture(scope="module")
 def real_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, Clock]]:
     """app.server.build_app with a login and the API on the placeholder model; its throttle's clock is the test's."""
-    from app.api.context import ApiContext
-    from app.api.options import OPTIONS_FILE, OptionsStore, default_options
-    from app.cli import training_service
-    from app.engine import Engine, EngineConfig
-    from app.engine.placeholder import ensure_placeholder_model
-    from app.server import build_app
-    from app.serving import ServeOptions
+    from app_server import build_app_in_process
 
-    work = tmp_path_factory.mktemp("throttled")
-    model = ensure_placeholder_model(work / "models")
-    engine = Engine(EngineConfig(models_dir=work / "models", outputs_dir=work / "outputs", default_model=model,
-                                 device="cpu"))
     clock = Clock()
-    credentials = ((USER, PASSWORD),)
-    api = ApiContext(engine, OptionsStore(work / "outputs" / OPTIONS_FILE, default_options(model)), credentials, {},
-                     throttle=LoginThrottle(clock=clock))
-    app = build_app(engine, training_service(engine), ServeOptions(port=PORT, credentials=credentials), api)
+    app, engine = build_app_in_process(tmp_path_factory.mktemp("throttled"), ((USER, PASSWORD),), PORT,
+                                       throttle=LoginThrottle(clock=clock))
     try:
         with TestClient(peer_from_header(app), base_url=f"http://127.0.0.1:{PORT}", follow_redirects=False) as client:
             yield client, clock

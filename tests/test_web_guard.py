@@ -216,22 +216,10 @@ USER, PASSWORD = "alice", "wonderland"
 @pytest.fixture(scope="module")
 def real_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, Path]]:
     """app.server.build_app with a login, the API and --allowed-hosts studio.lan, on the placeholder model."""
-    from app.api.context import ApiContext
-    from app.api.options import OPTIONS_FILE, OptionsStore, default_options
-    from app.cli import training_service
-    from app.engine import Engine, EngineConfig
-    from app.engine.placeholder import ensure_placeholder_model
-    from app.server import build_app
-    from app.serving import ServeOptions
+    from app_server import build_app_in_process
 
     work = tmp_path_factory.mktemp("guarded")
-    model = ensure_placeholder_model(work / "models")
-    engine = Engine(EngineConfig(models_dir=work / "models", outputs_dir=work / "outputs", default_model=model,
-                                 device="cpu"))
-    credentials = ((USER, PASSWORD),)
-    options = ServeOptions(port=PORT, credentials=credentials, allowed_hosts=("studio.lan",))
-    api = ApiContext(engine, OptionsStore(work / "outputs" / OPTIONS_FILE, default_options(model)), credentials, {})
-    app = build_app(engine, training_service(engine), options, api)
+    app, engine = build_app_in_process(work, ((USER, PASSWORD),), PORT, allowed_hosts=("studio.lan",))
     try:
         with TestClient(app, base_url=f"http://127.0.0.1:{PORT}", follow_redirects=False) as test_client:
             yield test_client, work / "outputs"
