@@ -91,10 +91,9 @@ def hires_controls(tab: str, checkpoints: Sequence[str], width: float, height: f
             resize_y = gr.Slider(**slider_range("hr_resize_y", Txt2ImgRequest), value=0, label="Resize height to",
                                  info="0 = use Upscale by", elem_id=f"{tab}_hr_resize_y")
         with gr.Accordion("Hires prompt, sampler and checkpoint", open=False, elem_id=f"{tab}_hires_extra"):
-            with gr.Row():
-                checkpoint = gr.Dropdown(checkpoint_choices(checkpoints), value=SAME_CHECKPOINT,
-                                         label="Hires checkpoint", allow_custom_value=True,
-                                         elem_id=f"{tab}_hr_checkpoint")
+            checkpoint = gr.Dropdown(checkpoint_choices(checkpoints), value=SAME_CHECKPOINT,
+                                     label="Hires checkpoint", allow_custom_value=True, elem_id=f"{tab}_hr_checkpoint")
+            with gr.Row():  # two a row, as above: three squeeze the dropdowns' values
                 sampler = gr.Dropdown([SAME_SAMPLER, *SAMPLER_NAMES], value=SAME_SAMPLER, label="Hires sampler",
                                       elem_id=f"{tab}_hr_sampler")
                 schedule = gr.Dropdown([SAME_SCHEDULER, *SCHEDULE_TYPES], value=SAME_SCHEDULER,
