@@ -28,7 +28,7 @@ from app.login_throttle import LoginThrottle, ThrottledLogin
 from app.serving import ServeOptions, launch_kwargs
 from app.training.job import Training
 from app.ui import CSS, HEAD, build_ui
-from app.web_guard import LoginRedirect, WebGuard, allowed_hosts, gradio_login_check
+from app.web_guard import LoginRedirect, WebGuard, allowed_hosts
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +50,9 @@ def build_app(engine: Engine, training: Training, options: ServeOptions, api: Ap
         ui = next(route.app for route in app.routes if isinstance(route, Mount) and isinstance(route.app, gr.routes.App))
         # innermost: each user's files and uploads are theirs (outputs/<user>/ and what Gradio handed them)
         rules = FileRules(engine.config.outputs_dir, Path(ui.uploaded_file_dir), options.user_folders)
-        app.add_middleware(FileAccess, rules=rules, user_of=gradio_user(ui))  # type: ignore[arg-type]
-        app.add_middleware(LoginRedirect, logged_in=gradio_login_check(ui))  # type: ignore[arg-type]
+        user_of = gradio_user(ui)
+        app.add_middleware(FileAccess, rules=rules, user_of=user_of)  # type: ignore[arg-type]
+        app.add_middleware(LoginRedirect, logged_in=lambda scope: user_of(scope) is not None)  # type: ignore[arg-type]
         throttle = api.throttle if api is not None else LoginThrottle()
         app.add_middleware(ThrottledLogin, throttle=throttle)  # type: ignore[arg-type]
     # added last, so it runs first: a refused Host or Origin reaches no handler, API or UI

@@ -18,11 +18,9 @@ import re
 import socket
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 from starlette.datastructures import Headers, MutableHeaders
-from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
@@ -211,20 +209,6 @@ class WebGuard:
             await send({"type": "websocket.http.response.body", "body": body})
         else:  # a close before the accept is an HTTP 403 from the server
             await send({"type": "websocket.close", "code": 1008, "reason": "forbidden"})
-
-
-def gradio_login_check(ui: Any) -> Callable[[Scope], bool]:
-    """Whether a request carries a valid login of the mounted Gradio app ``ui`` (a ``gradio.routes.App``).
-
-    Gradio keeps its sessions in ``ui.tokens`` and names the cookie ``access-token[-unsecure]-<cookie_id>``
-    (the secure one is not sent over plain http by every browser, so both are read, as Gradio does).
-    """
-    def logged_in(scope: Scope) -> bool:
-        cookies = Request(scope).cookies
-        tokens = (cookies.get(f"access-token-{ui.cookie_id}"), cookies.get(f"access-token-unsecure-{ui.cookie_id}"))
-        return any(token and token in ui.tokens for token in tokens)
-
-    return logged_in
 
 
 # Gradio's login form shows only "Incorrect credentials" (a 400); a throttled login (429, app.login_throttle)
