@@ -8,7 +8,7 @@ request types' own ``Limits`` (``app.engine.requests``), so the OpenAPI page sho
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
@@ -89,6 +89,11 @@ class StableDiffusionTxt2ImgProcessingAPI(_GenerationFields):
     hr_negative_prompt: str = ""
 
 
+_OUTPAINT_SIDE = ("LoRA Studio extension (outpainting): pixels to add on this side; the canvas grows to a multiple "
+                  "of 8, only the new area is generated and the original's pixels stay exactly; width and height "
+                  "are then ignored, and a painted mask is refused")
+
+
 class StableDiffusionImg2ImgProcessingAPI(_GenerationFields):
     """An img2img or inpaint request (A1111's schema name)."""
 
@@ -108,6 +113,13 @@ class StableDiffusionImg2ImgProcessingAPI(_GenerationFields):
     latent_mask: str | None = None
     include_init_images: bool = Field(False, description="Echo init_images and mask in `parameters`")
     denoising_strength: float | None = 0.75
+    # LoRA Studio extensions (A1111 outpaints with scripts): the mask is optional with these.
+    outpaint_left: int = _limited(0, "outpaint_left", InpaintRequest, description=_OUTPAINT_SIDE)
+    outpaint_right: int = _limited(0, "outpaint_right", InpaintRequest, description=_OUTPAINT_SIDE)
+    outpaint_up: int = _limited(0, "outpaint_up", InpaintRequest, description=_OUTPAINT_SIDE)
+    outpaint_down: int = _limited(0, "outpaint_down", InpaintRequest, description=_OUTPAINT_SIDE)
+    outpaint_fill: Literal["stretch", "noise"] = Field(
+        "stretch", description="LoRA Studio extension: the new area starts from the edge colours stretched, or noise")
 
 
 class TextToImageResponse(BaseModel):

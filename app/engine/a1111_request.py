@@ -63,6 +63,12 @@ API_DEFAULTS: Mapping[str, Any] = MappingProxyType(
         "inpaint_full_res": True,
         "inpaint_full_res_padding": 0,
         "inpainting_mask_invert": 0,
+        # LoRA Studio's extensions (A1111 outpaints with scripts): no extension, and the "stretch" fill.
+        "outpaint_left": 0,
+        "outpaint_right": 0,
+        "outpaint_up": 0,
+        "outpaint_down": 0,
+        "outpaint_fill": "stretch",
     }
 )
 
@@ -99,6 +105,7 @@ VAE_OF_CHECKPOINT = ("Automatic", "None", "")  # sd_vae values meaning "the chec
 INPAINTING_FILL: Mapping[int, str | None] = MappingProxyType(
     {0: "fill", 1: "original", 2: None, 3: None}  # None: A1111 has it, LoRA Studio does not
 )
+OUTPAINT_SIDES = ("outpaint_left", "outpaint_right", "outpaint_up", "outpaint_down")  # LoRA Studio's own fields
 _FILL_NAMES = ("fill", "original", "latent noise", "latent nothing")
 _RESIZE_3 = "Just resize (latent upscale)"
 
@@ -318,7 +325,8 @@ def request_from_a1111(task: A1111Task, fields: Mapping[str, Any], *, defaults: 
     common.update(init_image=_image("init_images[0]", fields.get("init_image")),
                   denoising_strength=value("denoising_strength"), resize_mode=_resize_mode(value("resize_mode")))
     mask = _image("mask", fields.get("mask"))
-    if mask is None and task != "inpaint":
+    outpaint = {name: _int_if_whole(value(name)) for name in (*OUTPAINT_SIDES, "outpaint_fill")}
+    if mask is None and task != "inpaint" and not any(outpaint[side] for side in OUTPAINT_SIDES):
         return Img2ImgRequest(**common)
     return InpaintRequest(
         **common,
@@ -328,6 +336,7 @@ def request_from_a1111(task: A1111Task, fields: Mapping[str, Any], *, defaults: 
         masked_padding=_int_if_whole(value("inpaint_full_res_padding")),
         masked_content=_masked_content(value("inpainting_fill")),
         invert_mask=bool(value("inpainting_mask_invert")),
+        **outpaint,
     )
 
 

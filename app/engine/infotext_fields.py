@@ -100,8 +100,21 @@ def a1111_fields_from_infotext(text: str) -> dict[str, Any]:
         if schedule != AUTOMATIC:
             fields["hr_scheduler"] = schedule
     fields["enable_hr"] = "Hires upscaler" in params
+    fields.update(_outpaint_fields(params))
     if options:
         fields["override_settings"] = options
+    return fields
+
+
+def _outpaint_fields(params: Mapping[str, str]) -> dict[str, Any]:
+    """``Outpaint: "left 64, right 0, up 0, down 0"`` and ``Outpaint fill`` as the outpaint_* fields."""
+    fields: dict[str, Any] = {}
+    for part in params.get("Outpaint", "").split(","):
+        side, _, pixels = part.strip().partition(" ")
+        if side in ("left", "right", "up", "down") and _int(pixels) is not None:
+            fields[f"outpaint_{side}"] = _int(pixels)
+    if params.get("Outpaint fill"):
+        fields["outpaint_fill"] = params["Outpaint fill"]
     return fields
 
 

@@ -199,25 +199,62 @@ class InpaintRequest(Img2ImgRequest):
     masked_padding: int = limited(32, "Masked area padding", 0, MAX_MASKED_PADDING, 4)
     masked_content: str = "original"
     invert_mask: bool = False
+    # Outpainting (LoRA Studio's own fields): pixels added on each side; the canvas grows to a multiple of 8,
+    # only the new area is generated, the original's pixels stay exactly (see app.engine.outpaint).
+    outpaint_left: int = limited(0, "Outpaint left", 0, MAX_SIZE, SIZE_MULTIPLE)
+    outpaint_right: int = limited(0, "Outpaint right", 0, MAX_SIZE, SIZE_MULTIPLE)
+    outpaint_up: int = limited(0, "Outpaint up", 0, MAX_SIZE, SIZE_MULTIPLE)
+    outpaint_down: int = limited(0, "Outpaint down", 0, MAX_SIZE, SIZE_MULTIPLE)
+    outpaint_fill: str = "stretch"  # what the new area starts from: one of OUTPAINT_FILLS
 
     task: TaskName = field(default="inpaint", init=False)
 
+    @property
+    def outpainting(self) -> bool:
+        return any((self.outpaint_left, self.outpaint_right, self.outpaint_up, self.outpaint_down))
+
+    def outpaint_size(self) -> tuple[int, int]:
+        """The extended canvas's width and height (the input image's plus the sides, grown to multiples of 8)."""
+        from app.engine.outpaint import extended_sides
+
+        assert self.init_image is not None
+        width, height = self.init_image.size
+        left, right, up, down = extended_sides(width, height, self.outpaint_left, self.outpaint_right,
+                                               self.outpaint_up, self.outpaint_down)
+        return width + left + right, height + up + down
+
     def validate(self) -> None:
         super().validate()
-        if not isinstance(self.mask, Image.Image):
-            raise ValueError("Inpainting needs a mask: paint one on the image or upload it.")
-        assert self.init_image is not None
-        if self.mask.size != self.init_image.size:
-            raise ValueError(
-                f"The mask is {self.mask.size[0]}x{self.mask.size[1]} but the image is "
-                f"{self.init_image.size[0]}x{self.init_image.size[1]}: they must be the same size."
-            )
+        self._validate_outpaint()
+        if not self.outpainting:  # outpainting makes its own mask
+            if not isinstance(self.mask, Image.Image):
+                raise ValueError("Inpainting needs a mask: paint one on the image or upload it.")
+            assert self.init_image is not None
+            if self.mask.size != self.init_image.size:
+                raise ValueError(
+                    f"The mask is {self.mask.size[0]}x{self.mask.size[1]} but the image is "
+                    f"{self.init_image.size[0]}x{self.init_image.size[1]}: they must be the same size."
+                )
         if self.inpaint_area not in INPAINT_AREAS:
             raise ValueError(f"Unknown inpaint area {self.inpaint_area!r}; choose one of {', '.join(INPAINT_AREAS)}.")
         if self.masked_content not in MASKED_CONTENTS:
             raise ValueError(
                 f"Unknown masked content {self.masked_content!r}; choose one of {', '.join(MASKED_CONTENTS)}."
             )
+
+    def _validate_outpaint(self) -> None:
+        from app.engine.outpaint import OUTPAINT_FILLS
+
+        if self.outpaint_fill not in OUTPAINT_FILLS:
+            raise ValueError(f"Unknown outpaint fill {self.outpaint_fill!r}; choose one of {', '.join(OUTPAINT_FILLS)}.")
+        if not self.outpainting:
+            return
+        if isinstance(self.mask, Image.Image) and self.mask.getbbox() is not None:
+            raise ValueError("Outpainting keeps the original exactly and repaints only the new area: "
+                             "clear the painted mask, or inpaint first and outpaint the result.")
+        width, height = self.outpaint_size()
+        if max(width, height) > MAX_SIZE or min(width, height) < MIN_SIZE:
+            raise ValueError(f"Outpainting would make {width}x{height}; each side must be {MIN_SIZE} to {MAX_SIZE}.")
 
 
 REQUEST_TYPES: dict[str, type[GenerationRequest]] = {

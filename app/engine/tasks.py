@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from app.engine import masks
+from app.engine import masks, outpaint
 from app.engine.infotext import format_infotext
 from app.engine.jobs import BatchSkipped, JobContext, JobResult
 from app.engine.lora_runtime import ActiveLora
@@ -144,12 +144,18 @@ def run_generation(ctx: JobContext, request: GenerationRequest, manager: ModelMa
     ctx.check_cancelled()
 
     seeds = job_seeds(request)
+    kept: tuple[Image.Image, masks.Box] | None = None
+    if isinstance(request, InpaintRequest) and request.outpainting:
+        request, kept = outpaint_request(request, seeds[0])
     inputs = prepare_inputs(request, loaded)
     clock = _JobClock()
     result = ctx.partial = JobResult(info={"model": model_display_name(loaded), "model_hash": loaded.model_hash})
     vae_hash = manager.registry.short_hash(vae_entry) if vae_entry else None
     lora_hashes = {lora.name: manager.registry.lora_hash(lora.path)[:12] for lora in loras}
     extra = prompt_infotext(request.prompt, request.negative_prompt, request.steps, request.emphasis, conditioning)
+    if kept is not None:
+        assert isinstance(request, InpaintRequest)
+        extra = {**extra, **outpaint_infotext(request)}
     hires = isinstance(request, Txt2ImgRequest) and request.enable_hr
     if hires:
         if loaded.is_inpainting_model:
@@ -186,6 +192,8 @@ def run_generation(ctx: JobContext, request: GenerationRequest, manager: ModelMa
                      batch_index=batch_index, batch_count=request.batch_count)
             continue
         images = [inputs.finish(image) for image in images]
+        if kept is not None:  # the original's pixels exactly, after the inpaint's soft blending
+            images = [outpaint.paste_original(image, *kept) for image in images]
         ctx.emit("saving", batch_index=batch_index, batch_count=request.batch_count)
         for image, seed in zip(images, batch_seeds):
             text = format_infotext(
@@ -238,6 +246,25 @@ def hires_pass(ctx: JobContext, request: Txt2ImgRequest, prompt: str, first: Any
             **conditioned_call(conditioning, len(seeds), reporter),
             generator=[torch.Generator("cpu").manual_seed(s) for s in seeds], output_type="pil",
         ).images
+
+
+def outpaint_request(request: InpaintRequest, seed: int) -> tuple[InpaintRequest, tuple[Image.Image, masks.Box]]:
+    """The inpaint request that outpaints ``request``: the extended, filled canvas and its mask, at the
+    canvas's size, over the whole picture, starting from the fill; and (original, box) to paste back."""
+    assert request.init_image is not None
+    original = request.init_image.convert("RGB")
+    canvas, mask, box = outpaint.extend_canvas(original, request.outpaint_left, request.outpaint_right,
+                                               request.outpaint_up, request.outpaint_down, request.outpaint_fill, seed)
+    changed = request.with_changes(init_image=canvas, mask=mask, width=canvas.width, height=canvas.height,
+                                   inpaint_area="Whole picture", masked_content="original", invert_mask=False)
+    assert isinstance(changed, InpaintRequest)
+    return changed, (original, box)
+
+
+def outpaint_infotext(request: InpaintRequest) -> dict[str, str]:
+    """LoRA Studio's infotext keys for outpainting (A1111 outpaints with scripts, which write none)."""
+    sides = outpaint.describe(request.outpaint_left, request.outpaint_right, request.outpaint_up, request.outpaint_down)
+    return {"Outpaint": sides, "Outpaint fill": request.outpaint_fill}
 
 
 def resolve_loras(request: GenerationRequest, registry: ModelRegistry) -> tuple[str, list[ActiveLora]]:

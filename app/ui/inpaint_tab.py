@@ -13,6 +13,7 @@ from PIL import Image
 
 from app.engine import Engine, InpaintRequest
 from app.engine.image_input import picture_as
+from app.engine.outpaint import OUTPAINT_FILLS
 from app.engine.requests import INPAINT_AREAS
 from app.ui.generate_tab import GenerateTab, QuickSettings, output_controls, settings_controls, slider_range, wire_generate
 from app.ui.picture_input import decode_upload, picture_input, picture_or_error
@@ -79,13 +80,23 @@ def build_inpaint_tab(engine: Engine, quick: QuickSettings) -> GenerateTab:
                 area = gr.Radio(list(INPAINT_AREAS), value=INPAINT_AREAS[0], type="index", label="Inpaint area")
             strength = gr.Slider(**slider_range("denoising_strength", InpaintRequest), value=0.75,
                                  label="Denoising strength")
+            with gr.Accordion("Outpainting", open=False):
+                gr.Markdown("Extend the canvas: only the new area is generated (clear the painted mask); "
+                            "the original's pixels stay exactly. Sizes grow to multiples of 8.")
+                with gr.Row():
+                    sides = {f"outpaint_{side}": gr.Slider(**slider_range(f"outpaint_{side}", InpaintRequest), value=0,
+                                                           label=f"{side.capitalize()}, pixels")
+                             for side in ("left", "right", "up", "down")}
+                outpaint_fill = gr.Radio(list(OUTPAINT_FILLS), value=OUTPAINT_FILLS[0],
+                                         label="New area starts from (stretched edge colours or noise)")
             settings, buttons = settings_controls(engine, "inpaint", quick)
         with gr.Column(scale=1):
             outputs = output_controls("inpaint")
 
     inputs = settings.by_field() | {"init_image": editor, "mask": uploaded_mask, "mask_blur": mask_blur,
                                     "inpaint_full_res_padding": padding, "inpainting_fill": masked_content,
-                                    "inpaint_full_res": area, "denoising_strength": strength}
+                                    "inpaint_full_res": area, "denoising_strength": strength,
+                                    **sides, "outpaint_fill": outpaint_fill}  # appended: API positions stay
     wire_generate(engine, "inpaint", "inpaint", inputs, buttons, outputs, settings, prepare=editor_fields)
     editor.upload(_size_of_editor, editor, [settings.width, settings.height], api_name=False, show_progress="hidden")
     uploaded_mask.upload(_mask_uploaded, uploaded_mask, None, api_name=False, show_progress="hidden")  # a bad file: told now
