@@ -361,9 +361,9 @@ class GenerateTab:
     settings: SettingsControls
     outputs: OutputControls
     styles: StylesPicker
+    inputs: dict[str, gr.components.Component]  # every input of its Generate, by A1111 field ("send to" fills them)
     source_image: gr.components.Component | None = None  # the picture an img2img/inpaint job starts from
-    inputs: dict[str, gr.components.Component] | None = None  # every input by A1111 field ("send to" fills them)
 
     def fields(self) -> dict[str, gr.components.Component]:
         """The inputs an infotext can fill, by A1111 field."""
-        return dict(self.inputs) if self.inputs is not None else self.settings.by_field()
+        return dict(self.inputs)

@@ -29,7 +29,7 @@ def build_img2img_tab(engine: Engine, quick: QuickSettings) -> GenerateTab:
     wire_generate(engine, "img2img", "img2img", inputs, buttons, outputs, settings)
     # queued: Gradio shows the error of a queued event (a bad file's message) and drops that of an unqueued one
     image.change(_size_of, image, [settings.width, settings.height], api_name=False, show_progress="hidden")
-    return GenerateTab(settings, outputs, buttons.styles, image, inputs=inputs)
+    return GenerateTab(settings, outputs, buttons.styles, inputs, image)
 
 
 def _size_of(image: Image.Image | None):

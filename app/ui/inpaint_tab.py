@@ -100,7 +100,7 @@ def build_inpaint_tab(engine: Engine, quick: QuickSettings) -> GenerateTab:
     wire_generate(engine, "inpaint", "inpaint", inputs, buttons, outputs, settings, prepare=editor_fields)
     editor.upload(_size_of_editor, editor, [settings.width, settings.height], api_name=False, show_progress="hidden")
     uploaded_mask.upload(_mask_uploaded, uploaded_mask, None, api_name=False, show_progress="hidden")  # a bad file: told now
-    return GenerateTab(settings, outputs, buttons.styles, editor, inputs=inputs)
+    return GenerateTab(settings, outputs, buttons.styles, inputs, editor)
 
 
 def editor_fields(values: dict[str, Any]) -> dict[str, Any]:

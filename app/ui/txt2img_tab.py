@@ -25,4 +25,4 @@ def build_txt2img_tab(engine: Engine, quick: QuickSettings) -> GenerateTab:
         return gr.Dropdown(choices=checkpoint_choices(model_choices(engine)[0]), value=current)
 
     buttons.refresh.click(refresh_checkpoints, hires.checkpoint, hires.checkpoint, api_name=False, queue=False)
-    return GenerateTab(settings, outputs, buttons.styles, inputs=inputs)
+    return GenerateTab(settings, outputs, buttons.styles, inputs)
