@@ -31,6 +31,7 @@ from typing import Any
 
 from starlette.datastructures import Headers
 from starlette.requests import Request
+from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 FILE_ROUTE = re.compile(r"^(?:/gradio_api)?/file(?:=|/)(?P<path>.*)$", re.DOTALL)
@@ -143,7 +144,7 @@ class FileAccess:
         if wanted is not None:
             refusal = self.rules.refusal(user, wanted["path"])
             if refusal is not None:
-                await refuse(send, refusal)
+                await PlainTextResponse(refusal, 403)(scope, receive, send)
                 return
             await self.app(scope, receive, send)
             return
@@ -154,7 +155,7 @@ class FileAccess:
             body = await read_body(receive)
             refusal = next((r for p in file_paths(parse_json(body)) if (r := self.rules.refusal(user, p))), None)
             if refusal is not None:
-                await refuse(send, refusal)
+                await PlainTextResponse(refusal, 403)(scope, receive, send)
                 return
             receive = replay(body, receive)
         # Gradio compresses some answers (brotli, by file extension): these must stay readable here.
@@ -244,8 +245,3 @@ def replay(body: bytes, receive: Receive) -> Receive:
     return replayed
 
 
-async def refuse(send: Send, text: str) -> None:
-    body = text.encode("utf-8")
-    await send({"type": "http.response.start", "status": 403,
-                "headers": [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})

@@ -15,7 +15,6 @@ request), each back-off as a warning.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import threading
@@ -29,6 +28,7 @@ from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 from starlette.requests import Request
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 AUDIT = logging.getLogger("lora_studio.audit")
@@ -160,13 +160,9 @@ def client_address(scope: Scope) -> str:
     return str(client[0]) if client else UNKNOWN_ADDRESS
 
 
-async def send_throttled(send: Send, wait: float, body: Mapping[str, object]) -> None:
+def throttled_response(wait: float, body: Mapping[str, object]) -> JSONResponse:
     """429 with ``Retry-After`` and a JSON body."""
-    data = json.dumps(body).encode("utf-8")
-    await send({"type": "http.response.start", "status": 429,
-                "headers": [(b"content-type", b"application/json"), (b"retry-after", retry_after(wait).encode()),
-                            (b"content-length", str(len(data)).encode())]})
-    await send({"type": "http.response.body", "body": data})
+    return JSONResponse(dict(body), 429, headers={"Retry-After": retry_after(wait)})
 
 
 class ThrottledLogin:
@@ -194,7 +190,7 @@ class ThrottledLogin:
         async with self._turn(address):
             wait = self.throttle.wait_left(address)
             if wait > 0:
-                await send_throttled(send, wait, {"detail": throttled_message(wait)})
+                await throttled_response(wait, {"detail": throttled_message(wait)})(scope, receive, send)
                 return
             body = bytearray()
             status = 0

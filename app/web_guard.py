@@ -21,6 +21,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from starlette.datastructures import Headers, MutableHeaders
+from starlette.responses import RedirectResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
@@ -257,20 +258,14 @@ class LoginRedirect:
         logged_in = self.logged_in(scope)
         root = scope.get("root_path", "").rstrip("/")
         if scope["path"] == "/" and not logged_in:
-            await self._redirect(send, root + "/login")
+            await RedirectResponse(root + "/login", 303)(scope, receive, send)
         elif scope["path"] in self.LOGIN_PATHS and logged_in:
-            await self._redirect(send, root + "/")
+            await RedirectResponse(root + "/", 303)(scope, receive, send)
         elif scope["path"] in self.LOGIN_PATHS:  # Gradio's page at / without a session is its login form
             await self.app({**scope, "path": "/", "raw_path": b"/", "query_string": b""}, receive,
                            _with_script(send, LOGIN_PAGE_SCRIPT))
         else:
             await self.app(scope, receive, send)
-
-    @staticmethod
-    async def _redirect(send: Send, location: str) -> None:
-        await send({"type": "http.response.start", "status": 303,
-                    "headers": [(b"location", location.encode()), (b"content-length", b"0")]})
-        await send({"type": "http.response.body", "body": b""})
 
 
 def _with_script(send: Send, script: bytes) -> Send:

@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 
 from fastapi import APIRouter, FastAPI
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api import generate, info
 from app.api.context import UNAUTHORIZED_MESSAGE, ApiContext, api_login
 from app.api.errors import error_body, install_error_handlers
-from app.login_throttle import LoginThrottle, Throttled, client_address, send_throttled
+from app.login_throttle import LoginThrottle, Throttled, client_address, throttled_response
 
 PREFIX = "/sdapi/v1"
 DEFAULT_MAX_BODY_MB = 50
@@ -48,14 +49,11 @@ class PasswordFirst:
             try:
                 user = api_login(header, self.users, client_address(scope), self.throttle)
             except Throttled as refused:
-                await send_throttled(send, refused.wait, error_body("TooManyLogins", str(refused)))
+                await throttled_response(refused.wait, error_body("TooManyLogins", str(refused)))(scope, receive, send)
                 return
             if user is None:
-                body = json.dumps({"detail": UNAUTHORIZED_MESSAGE}).encode("utf-8")
-                await send({"type": "http.response.start", "status": 401,
-                            "headers": [(b"content-type", b"application/json"), (b"www-authenticate", b"Basic"),
-                                        (b"content-length", str(len(body)).encode())]})
-                await send({"type": "http.response.body", "body": body})
+                await JSONResponse({"detail": UNAUTHORIZED_MESSAGE}, 401,
+                                   headers={"WWW-Authenticate": "Basic"})(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 
