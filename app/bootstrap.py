@@ -3,7 +3,7 @@
 Standard library only: this runs under whatever ``python3`` the user has, before anything is
 installed. The first run creates ``.venv``, installs torch first (``torch==2.13.0`` unless
 ``LORA_STUDIO_TORCH`` says otherwise: a plain ``torch`` would pull several GB of CUDA packages on
-a CPU machine), then the project. Later runs compare a stamp and start at once.
+a CPU machine), then the torchvision made for that torch, then the project. Later runs compare a stamp and start at once.
 """
 
 from __future__ import annotations
@@ -40,6 +40,19 @@ def _run(*args: str) -> None:
     subprocess.run(args, check=True)
 
 
+def _torchvision_for(python: Path) -> list[str]:
+    """The torchvision release made for the installed torch, with that torch pinned so pip keeps it
+    (spandrel needs torchvision; left to itself pip would take the newest one and a newer torch with it).
+    torch 2.N pairs with torchvision 0.(N+15)."""
+    found = subprocess.run([str(python), "-c", "import torch; print(torch.__version__)"],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    release = found.split("+")[0]
+    major, minor = (int(part) for part in release.split(".")[:2])
+    if major != 2:
+        return ["torchvision"]
+    return [f"torch=={release}", f"torchvision==0.{minor + 15}.*"]
+
+
 def ensure_environment(extras: str = "") -> None:
     """Create/refresh .venv when needed, then re-execute this script with its interpreter."""
     if in_project_venv():
@@ -54,6 +67,9 @@ def ensure_environment(extras: str = "") -> None:
         torch_spec = os.environ.get("LORA_STUDIO_TORCH", DEFAULT_TORCH)
         if subprocess.run([str(python), "-c", "import torch"], capture_output=True).returncode != 0:
             _run(*pip, torch_spec)
+        if subprocess.run([str(python), "-c", "import importlib.util as u; exit(u.find_spec('torchvision') is None)"],
+                          capture_output=True).returncode != 0:
+            _run(*pip, *_torchvision_for(python))
         target = f"{ROOT}[{extras}]" if extras else str(ROOT)
         _run(*pip, "-e", target)
         stamp.write_text(wanted)

@@ -27,6 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import app  # noqa: F401  (first: it makes torchvision importable before diffusers imports it)
 import torch
 from diffusers import DiffusionPipeline
 from safetensors.torch import save_file

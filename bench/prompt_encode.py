@@ -15,6 +15,7 @@ import json
 import statistics
 import time
 
+import app  # noqa: F401  (first: it makes torchvision importable before diffusers imports it)
 import torch
 from transformers import CLIPTextConfig, CLIPTextModel
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import app  # noqa: F401  (first: it makes torchvision importable before diffusers imports it)
 import torch
 from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel

@@ -7,6 +7,8 @@ import socket
 
 import pytest
 
+import app  # noqa: F401  (first: it makes torchvision importable before diffusers imports it)
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
