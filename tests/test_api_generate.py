@@ -224,7 +224,7 @@ def test_what_webuiapi_sends_by_default_is_neutral() -> None:
 @pytest.mark.parametrize("model", [StableDiffusionTxt2ImgProcessingAPI, StableDiffusionImg2ImgProcessingAPI])
 def test_every_api_field_is_read_refused_or_knowingly_ignored(model) -> None:
     read = set(API_DEFAULTS) | {"sampler_name", "mask_blur", "mask", "init_images", "override_settings", "styles",
-                                "enable_hr", "tiling"} | set(HIRES_FIELDS)
+                                "enable_hr", "tiling", "script_name", "script_args"} | set(HIRES_FIELDS)
     assert set(model.model_fields) <= read | set(UNSUPPORTED) | set(IGNORED)
     assert not (read & set(IGNORED)) and not (set(UNSUPPORTED) & set(IGNORED))
     assert not (read & set(UNSUPPORTED))
@@ -489,7 +489,7 @@ BAD_REQUESTS = [
     ("txt2img", {"steps": 0}, "greater than or equal to 1"),
     ("txt2img", {"sampler_name": "Warp drive"}, "Unknown sampler"),
     ("txt2img", {"override_settings": {"sd_model_checkpoint": "missing.safetensors [0123abcd]"}}, "No checkpoint"),
-    ("txt2img", {"enable_hr": True, "hr_upscaler": "Magic"}, "Unknown hires upscaler"),
+    ("txt2img", {"enable_hr": True, "hr_upscaler": "Magic"}, "Hires upscaler: Unknown upscaler 'Magic'"),
     ("txt2img", {"enable_hr": True, "hr_scale": 9}, "Hires upscale"),
     ("txt2img", {"restore_faces": True}, "restore_faces"),
     ("txt2img", {"prompt": "<lora:not-there:1>"}, "not-there"),

@@ -155,9 +155,10 @@ def test_embeddings_loaded_and_skipped(app: RunningApp) -> None:
 
 
 def test_features_lora_studio_lacks_answer_empty(app: RunningApp) -> None:
-    for route in ("face-restorers", "realesrgan-models", "hypernetworks", "script-info"):
+    for route in ("face-restorers", "realesrgan-models", "hypernetworks"):
         assert get(app, route) == [], route
-    assert get(app, "scripts") == {"txt2img": [], "img2img": []}
+    assert get(app, "scripts") == {"txt2img": [], "img2img": ["sd upscale"]}  # the one script (test_sd_upscale.py)
+    assert [script["name"] for script in get(app, "script-info")] == ["sd upscale"]
 
 
 def test_cmd_flags_memory_and_refresh(app: RunningApp) -> None:
@@ -238,6 +239,38 @@ def test_extra_batch_images(app: RunningApp) -> None:
     answer = response.json()
     assert set(answer) == {"html_info", "images"}
     assert [decoded(text).size for text in answer["images"]] == [(48, 48), (60, 30)]
+
+
+def test_upscaler_and_face_model_files_are_listed_and_used(app: RunningApp) -> None:
+    """Files dropped into A1111's folders while the app runs: listed with what is read from them, and used."""
+    from restoration_fixtures import write_face_restorer, write_upscaler
+
+    upscaler = write_upscaler(app.models_dir, "RealESRGAN_x2_tiny", scale=2, folder="RealESRGAN")
+    face = write_face_restorer(app.models_dir)
+    try:
+        listed = get(app, "upscalers")
+        assert [item["name"] for item in listed] == [*BUILTIN_UPSCALERS, "RealESRGAN_x2_tiny"]
+        assert listed[-1] == {"name": "RealESRGAN_x2_tiny", "model_name": "ESRGAN", "model_url": None, "scale": 2.0,
+                              "model_path": str(upscaler.absolute())}
+        assert get(app, "realesrgan-models") == [{"name": "RealESRGAN_x2_tiny", "scale": 2,
+                                                  "path": str(upscaler.absolute())}]
+        assert get(app, "face-restorers") == [{"name": "RestoreFormer", "cmd_dir": str(face.parent.absolute())}]
+        picture = noise(20, 16)
+        doubled = post(app, "extra-single-image", {"image": b64_png(picture), "upscaler_1": "realesrgan_x2_tiny"})
+        assert doubled.status_code == 200, doubled.text
+        assert decoded(doubled.json()["image"]).size == (40, 32)
+        assert "Postprocess upscaler: RealESRGAN_x2_tiny" in doubled.json()["html_info"]
+        missing = post(app, "extra-single-image", {"image": b64_png(picture), "codeformer_visibility": 1})
+        assert missing.status_code == 422 and "No CodeFormer face model is installed" in missing.json()["detail"]
+        skimage_data = pytest.importorskip("skimage.data")
+        astronaut = Image.fromarray(skimage_data.astronaut()).resize((256, 256))
+        restored = post(app, "extra-single-image", {"image": b64_png(astronaut), "gfpgan_visibility": 1})
+        assert restored.status_code == 200, restored.text
+        changed = np.abs(pixels(decoded(restored.json()["image"])) - pixels(astronaut)).max(axis=2) > 0
+        assert 0 < changed.mean() < 0.5 and "GFPGAN visibility: 1" in restored.json()["html_info"]
+    finally:
+        upscaler.unlink()
+        face.unlink()
 
 
 def test_extras_refusals_are_readable(app: RunningApp) -> None:

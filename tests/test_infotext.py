@@ -172,10 +172,9 @@ def test_formats_md_example_parses() -> None:
     assert "<lora:fox_style_v2:0.8>" in request.prompt
     assert (request.enable_hr, request.hr_scale, request.hr_second_pass_steps, request.denoising_strength) == (
         True, 1.5, 12, 0.35)
-    # 4x-UltraSharp is a model upscaler, which LoRA Studio does not run yet: read, and refused by name.
-    with pytest.raises(ValueError, match="4x-UltraSharp"):
-        request.validate()
-    request.with_changes(hr_upscaler="Lanczos").validate()
+    # 4x-UltraSharp is an upscaler model file: read as written; the engine looks it up in models/ at submit.
+    assert request.hr_upscaler == "4x-UltraSharp"
+    request.validate()
 
 
 def test_short_last_line_is_prompt() -> None:

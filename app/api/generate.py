@@ -38,6 +38,7 @@ from app.api.images import decode_image, encode_png, open_image, text_items
 from app.engine import GenerationRequest, Job, JobCancelled, JobFailed, JobResult
 from app.engine.a1111_request import A1111Task, a1111_info, request_from_a1111, validate_options
 from app.engine.infotext import parse_infotext
+from app.engine.sd_upscale import upscaler_names
 
 
 JOB_POLL_SECONDS = 0.05  # how often a waiting generation call looks at its job
@@ -50,7 +51,8 @@ def router(context: ApiContext) -> APIRouter:
 
     def submit(task: A1111Task, fields: dict[str, Any], owner: str) -> tuple[GenerationRequest, Job, str]:
         """Map and queue (in a worker thread of FastAPI's pool: it decodes and validates)."""
-        request = request_from_a1111(task, fields, defaults=context.options.get(), registry=context.engine.registry)
+        request = request_from_a1111(task, fields, defaults=context.options.get(), registry=context.engine.registry,
+                                     upscalers=upscaler_names(context.engine.manager.upscalers))
         stamp = _dt.datetime.now().strftime("%Y%m%d%H%M%S")
         job = context.engine.submit(request, owner, user=api_user(owner))  # with logins: outputs/<user>/
         started[job] = stamp

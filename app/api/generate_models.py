@@ -61,8 +61,11 @@ class _GenerationFields(BaseModel):
     disable_extra_networks: bool = False
     comments: dict[str, Any] | None = None
     sampler_index: str = Field("Euler", description="Legacy name of sampler_name")
-    script_name: str | None = None
-    script_args: list[Any] = Field(default_factory=list)
+    script_name: str | None = Field(None, description='img2img: "sd upscale" (A1111\'s SD upscale script; any case); '
+                                                     "txt2img: none")
+    script_args: list[Any] = Field(default_factory=list, description=(
+        'With "sd upscale": [info (ignored), tile overlap px (64), upscaler (index into /upscalers, or its name; '
+        'Lanczos), scale factor (2)]; width and height are the tile size'))
     send_images: bool = True
     save_images: bool = False
     alwayson_scripts: dict[str, Any] = Field(default_factory=dict)

@@ -1,8 +1,8 @@
-"""Information routes (models, samplers, upscalers, LoRAs, embeddings, memory...) and the extras resize.
+"""Information routes (models, samplers, upscalers, face restorers, LoRAs, embeddings, memory...) and the extras.
 
-Answers keep A1111's shapes (``app.api.info_models``). Features LoRA Studio does not have (face
-restorers, Real-ESRGAN, hypernetworks, scripts) answer 200 with A1111's empty shape, so clients
-that list them at start keep working. Every route takes the caller's credentials when logins are on.
+Answers keep A1111's shapes (``app.api.info_models``). Features LoRA Studio does not have
+(hypernetworks, A1111's other scripts) answer 200 with A1111's empty shape, so clients that list
+them at start keep working. Every route takes the caller's credentials when logins are on.
 """
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ import html
 import json
 import os
 from collections import Counter
+from dataclasses import fields
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 from fastapi import APIRouter, Depends
-from PIL import Image
 
 from app.api.context import ApiContext
 from app.api.errors import ApiError
@@ -47,12 +47,14 @@ from app.api.info_models import (
     SDVaeItem,
     UpscalerItem,
 )
-from app.engine import Engine, JobCancelled, JobFailed, JobResult
+from app.engine import Engine, JobCancelled, JobFailed
 from app.engine.a1111_request import checkpoint_name
-from app.engine.jobs import JobContext
 from app.engine.registry import ModelEntry, ModelRegistry
-from app.engine.resize import BUILTIN_UPSCALERS, LATENT_UPSCALE_MODES, blend_upscalers, canonical_upscaler
+from app.engine.extras import ExtrasSettings, check_extras, extras_job
+from app.engine.resize import LATENT_UPSCALE_MODES
 from app.engine.samplers import SAMPLER_NAMES, SAMPLERS, SCHEDULE_TYPES
+from app.engine.requests import SD_UPSCALE, Img2ImgRequest, limits_of
+from app.engine.sd_upscale import upscaler_names
 
 # Checkpoints whose hashed weights are at most this big get their hash in /sd-models; bigger ones
 # are not hashed by a listing (A1111 too titles a checkpoint without a hash until it has hashed it).
@@ -106,8 +108,10 @@ def router(context: ApiContext) -> APIRouter:
 
     @api.get("/upscalers", response_model=list[UpscalerItem])
     def upscalers(owner: str = Depends(context.owner)) -> list[UpscalerItem]:
-        """The built-in upscalers (no model files): None, Lanczos, Nearest."""
-        return [UpscalerItem(name=name, scale=_BUILTIN_UPSCALER_SCALE) for name in BUILTIN_UPSCALERS]
+        """The built-in upscalers (None, Lanczos, Nearest), then the usable model files in models/ESRGAN,
+        RealESRGAN, SwinIR, DAT, HAT and upscale_models, with the scale read from each file."""
+        return [upscaler_item(item) for item in engine.manager.upscalers.available()
+                if item.error is None]
 
     @api.get("/latent-upscale-modes", response_model=list[LatentUpscalerModeItem])
     def latent_upscale_modes(owner: str = Depends(context.owner)) -> list[LatentUpscalerModeItem]:
@@ -147,13 +151,23 @@ def router(context: ApiContext) -> APIRouter:
 
     @api.get("/face-restorers", response_model=list[FaceRestorerItem])
     def face_restorers(owner: str = Depends(context.owner)) -> list[FaceRestorerItem]:
-        """Face restoration is not in LoRA Studio yet: an empty list."""
-        return []
+        """The face restoration models that can run, by architecture as A1111 names them (GFPGAN,
+        CodeFormer, RestoreFormer), each with the folder of its file; empty when none is installed."""
+        items: dict[str, FaceRestorerItem] = {}
+        for item in engine.manager.face_restorers.available():
+            if item.error is None and item.architecture not in items:
+                items[item.architecture] = FaceRestorerItem(
+                    name=item.architecture, cmd_dir=str(item.path.parent.absolute()))
+        return list(items.values())
 
     @api.get("/realesrgan-models", response_model=list[RealesrganItem])
     def realesrgan_models(owner: str = Depends(context.owner)) -> list[RealesrganItem]:
-        """Model upscalers are not in LoRA Studio yet: an empty list."""
-        return []
+        """The usable upscaler files of models/RealESRGAN, with the scale read from each."""
+        folder = (context.engine.config.models_dir / "RealESRGAN").resolve()
+        return [RealesrganItem(name=item.name, path=str(item.path.absolute()),
+                               scale=int(item.scale))
+                for item in engine.manager.upscalers.available()
+                if item.error is None and item.path is not None and item.path.resolve().is_relative_to(folder)]
 
     @api.get("/hypernetworks", response_model=list[HypernetworkItem])
     def hypernetworks(owner: str = Depends(context.owner)) -> list[HypernetworkItem]:
@@ -162,13 +176,13 @@ def router(context: ApiContext) -> APIRouter:
 
     @api.get("/scripts", response_model=ScriptsList)
     def scripts(owner: str = Depends(context.owner)) -> ScriptsList:
-        """LoRA Studio has no A1111 scripts: empty lists."""
-        return ScriptsList()
+        """The A1111 scripts LoRA Studio runs (script_name): "sd upscale" in img2img."""
+        return ScriptsList(img2img=[SD_UPSCALE])
 
     @api.get("/script-info", response_model=list[ScriptInfo])
     def script_info(owner: str = Depends(context.owner)) -> list[ScriptInfo]:
-        """LoRA Studio has no A1111 scripts: an empty list."""
-        return []
+        """The scripts LoRA Studio runs and their script_args, in A1111's shape."""
+        return [sd_upscale_info(upscaler_names(engine.manager.upscalers))]
 
     # The registry reads the folders on every listing (hashes and file facts are cached per file
     # version, so a changed file is read again): there is nothing to refresh. A1111 answers null.
@@ -177,21 +191,19 @@ def router(context: ApiContext) -> APIRouter:
 
     async def on_worker(owner: str, description: str, images: list[tuple[str, str]],
                         options: ExtrasOptions) -> tuple[list[str], dict[str, str]]:
-        """Decode and resize the pictures one at a time as a job on the worker, in turn with generation
-        (so memory holds one picture and its result at a time); wait without holding a thread."""
-        check_extras(options)
+        """Run the Extras over the pictures as one job on the worker, in turn with generation (decoding
+        each picture only when its turn comes, so memory holds one at a time); wait without holding a thread."""
+        settings = extras_settings(options)
+        try:
+            check_extras(settings, engine.manager.upscalers, engine.manager.face_restorers)
+        except ValueError as exc:
+            raise ApiError(422, str(exc)) from None
         if len(images) > MAX_EXTRAS_IMAGES:
             raise ApiError(422, f"imageList holds {len(images)} pictures; send at most {MAX_EXTRAS_IMAGES} a request.")
-
-        def work(ctx: JobContext) -> JobResult:
-            results, info = [], {}
-            for field, data in images:
-                ctx.check_cancelled()
-                encoded, info = run_extras(open_image(field, data, min_side=1), options)
-                results.append(encoded)
-            return JobResult(info={"images": results, "html": info})
-
-        job = context.engine.submit_work(work, description, owner)
+        pictures = (open_image(field, data, min_side=1) for field, data in images)
+        job = context.engine.submit_work(
+            lambda ctx: extras_job(ctx, pictures, len(images), settings, engine.manager.upscalers,
+                                   engine.manager.face_restorers), description, owner)
         while not job.finished:
             await asyncio.sleep(0.05)
         try:
@@ -200,24 +212,41 @@ def router(context: ApiContext) -> APIRouter:
             raise ApiError(422, str(exc)) from None
         except JobCancelled:
             return [], {}
-        return result.info["images"], result.info["html"]
+        encoded = [encode_png(image, image.info.get("parameters")) for image in result.images]
+        return encoded, result.info.get("facts", {})
 
     @api.post("/extra-single-image", response_model=ExtrasSingleImageResponse, tags=["extras"])
     async def extra_single_image(body: ExtrasSingleImageRequest,
                                  owner: str = Depends(context.owner)) -> ExtrasSingleImageResponse:
-        """Resize one picture with the built-in upscalers (A1111's extras tab)."""
+        """Upscale one picture and restore its faces (A1111's extras tab)."""
         images, info = await on_worker(owner, "extras: one picture", [("image", body.image)], body)
         return ExtrasSingleImageResponse(html_info=info_html(info), image=images[0] if images else "")
 
     @api.post("/extra-batch-images", response_model=ExtrasBatchImagesResponse, tags=["extras"])
     async def extra_batch_images(body: ExtrasBatchImagesRequest,
                                  owner: str = Depends(context.owner)) -> ExtrasBatchImagesResponse:
-        """Resize several pictures with the same settings."""
+        """Upscale several pictures and restore their faces, with the same settings."""
         pictures = [(f"imageList[{i}].data", item.data) for i, item in enumerate(body.imageList)]
         images, info = await on_worker(owner, f"extras: {len(pictures)} pictures", pictures, body)
         return ExtrasBatchImagesResponse(html_info=info_html(info), images=images)
 
     return api
+
+
+def sd_upscale_info(upscalers: list[str]) -> ScriptInfo:
+    """SD upscale's script_args as A1111 describes them: its info text, then overlap, upscaler, scale."""
+    def slider(label: str, field: str) -> dict[str, Any]:
+        limits = limits_of(Img2ImgRequest, field)
+        return {"label": label, "value": Img2ImgRequest.__dataclass_fields__[field].default, "minimum": limits.low,
+                "maximum": limits.high, "step": limits.step, "choices": None}
+
+    upscaler = {"label": "Upscaler", "value": Img2ImgRequest.sd_upscale_upscaler, "minimum": None, "maximum": None,
+                "step": None, "choices": upscalers}
+    info = {"label": None, "value": "Upscales the image by the scale factor; width and height are the tile size",
+            "minimum": None, "maximum": None, "step": None, "choices": None}
+    return ScriptInfo(name=SD_UPSCALE, is_alwayson=False, is_img2img=True,
+                      args=[info, slider("Tile overlap", "sd_upscale_overlap"), upscaler,
+                            slider("Scale Factor", "sd_upscale_scale")])
 
 
 def _add_refresh(api: APIRouter, context: ApiContext, kind: str) -> None:
@@ -384,41 +413,17 @@ def cuda_numbers() -> dict[str, Any]:
 
 # ----- extras ------------------------------------------------------------------------------------
 
-def check_extras(options: ExtrasOptions) -> None:
-    """Refuse (422, naming the field) what LoRA Studio cannot do, and unknown upscalers, before any
-    picture is decoded."""
-    for field, what in (("gfpgan_visibility", "GFPGAN"), ("codeformer_visibility", "CodeFormer")):
-        if getattr(options, field) != 0:
-            raise ApiError(422, f"{field}: face restoration ({what}) is not available in LoRA Studio yet; send 0.")
-    for field in ("upscaler_1", "upscaler_2"):
-        try:
-            canonical_upscaler(getattr(options, field))
-        except ValueError as exc:
-            raise ApiError(422, f"{field}: {exc}") from None
+def upscaler_item(item: Any) -> UpscalerItem:
+    """One /upscalers entry: a built-in's scale is what A1111 reports for them; a model's is read from its file."""
+    if item.path is None:
+        return UpscalerItem(name=item.name, scale=_BUILTIN_UPSCALER_SCALE)
+    return UpscalerItem(name=item.name, model_name=item.architecture, model_path=str(item.path.absolute()),
+                        scale=float(item.scale))
 
 
-def run_extras(picture: Image.Image, options: ExtrasOptions) -> tuple[str, dict[str, str]]:
-    """(the resized picture as base64 PNG, A1111's "Postprocess ..." facts). The PNG keeps the input's
-    ``parameters`` text, so an upscaled generation still carries how it was made."""
-    by_factor = options.resize_mode == 0
-    size = None if by_factor else (options.upscaling_resize_w, options.upscaling_resize_h)
-    crop = options.upscaling_crop and not by_factor
-    first, second = canonical_upscaler(options.upscaler_1), canonical_upscaler(options.upscaler_2)
-    result = blend_upscalers(picture, first, second, options.extras_upscaler_2_visibility,
-                             scale=options.upscaling_resize if by_factor else None, size=size, crop=crop)
-    info: dict[str, str] = {}
-    if first != "None":
-        if by_factor:
-            info["Postprocess upscale by"] = f"{options.upscaling_resize:g}"
-        else:
-            info["Postprocess upscale to"] = f"{size[0]}x{size[1]}" if size else ""
-            if crop:
-                info["Postprocess crop to"] = f"{result.width}x{result.height}"
-        info["Postprocess upscaler"] = first
-        if second != "None" and options.extras_upscaler_2_visibility > 0:
-            info["Postprocess upscaler 2"] = second
-    parameters = picture.info.get("parameters")
-    return encode_png(result, parameters if isinstance(parameters, str) else None), info
+def extras_settings(options: ExtrasOptions) -> ExtrasSettings:
+    """The engine's Extras settings from A1111's extras fields (``show_extras_results`` changes nothing here)."""
+    return ExtrasSettings(**options.model_dump(include={field.name for field in fields(ExtrasSettings)}))
 
 
 def info_html(info: Mapping[str, str]) -> str:

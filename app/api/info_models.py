@@ -122,21 +122,22 @@ class ScriptInfo(BaseModel):
 # ----- extras (postprocessing) -------------------------------------------------------------------
 
 class ExtrasOptions(BaseModel):
-    """A1111's extras fields. Face restoration is not in LoRA Studio yet: its visibilities must stay 0
-    (``codeformer_weight`` only matters when CodeFormer is visible; ``upscale_first`` only orders the
-    upscale and restoration steps; ``show_extras_results`` changes nothing in an API answer)."""
+    """A1111's extras fields (``app.engine.extras.ExtrasSettings``): face restoration, then the upscale
+    (``upscale_first``: the other way round). ``codeformer_weight`` only matters when CodeFormer is
+    visible; ``show_extras_results`` changes nothing in an API answer."""
 
     resize_mode: Literal[0, 1] = Field(0, description="0: by upscaling_resize; 1: to upscaling_resize_w x _h.")
     show_extras_results: bool = True
-    gfpgan_visibility: float = Field(0, ge=0, le=1, description="Must be 0: no face restoration yet.")
-    codeformer_visibility: float = Field(0, ge=0, le=1, description="Must be 0: no face restoration yet.")
+    gfpgan_visibility: float = Field(0, ge=0, le=1, description="Faces restored by a GFPGAN model, blended at this.")
+    codeformer_visibility: float = Field(0, ge=0, le=1, description="Faces restored by a CodeFormer model, blended "
+                                                                     "at this (after GFPGAN).")
     codeformer_weight: float = Field(0, ge=0, le=1)
     upscaling_resize: float = Field(2, ge=1, le=8, description="The factor, with resize_mode 0.")
     upscaling_resize_w: int = Field(512, ge=1, description="The width, with resize_mode 1.")
     upscaling_resize_h: int = Field(512, ge=1, description="The height, with resize_mode 1.")
     upscaling_crop: bool = Field(True, description="With resize_mode 1: cut the overhang so the result is "
                                                    "exactly w x h; off: keep the whole picture, covering w x h.")
-    upscaler_1: str = Field("None", description='"None" leaves the picture as it is.')
+    upscaler_1: str = Field("None", description='A name from /upscalers; "None" leaves the size as it is.')
     upscaler_2: str = "None"
     extras_upscaler_2_visibility: float = Field(0, ge=0, le=1)
     upscale_first: bool = False

@@ -15,7 +15,7 @@ LoRA Studio runs, and keys it does not know, are ignored. No I/O here: images ar
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Literal, Protocol
@@ -27,10 +27,12 @@ from app.engine.jobs import JobResult
 from app.engine.prompt_parser import EMPHASIS_MODES
 from app.engine.registry import ModelEntry
 from app.engine.requests import (
+    IMG2IMG_SCRIPTS,
     INPAINT_AREAS,
     MAX_CLIP_SKIP,
     RESIZE_MODES,
     SAME_CHECKPOINT,
+    SD_UPSCALE,
     GenerationRequest,
     Img2ImgRequest,
     InpaintRequest,
@@ -69,6 +71,19 @@ API_DEFAULTS: Mapping[str, Any] = MappingProxyType(
         "outpaint_up": 0,
         "outpaint_down": 0,
         "outpaint_fill": "stretch",
+        # Face restoration: A1111's restore_faces, with the model and CodeFormer weight of its options
+        # face_restoration_model and code_former_weight (or LoRA Studio's fields face_restorer and
+        # codeformer_weight); no model named: the first one installed.
+        "restore_faces": False,
+        "face_restorer": "",
+        "codeformer_weight": 0.5,
+        # A1111's SD upscale script under LoRA Studio's names (the UI's controls, the infotext's keys); the API
+        # also takes A1111's script_name "sd upscale" with script_args [info, overlap, upscaler, scale]. A missing
+        # upscaler is Lanczos (A1111's script falls back to its first upscaler, "None", which does not upscale).
+        "sd_upscale": False,
+        "sd_upscale_overlap": 64,
+        "sd_upscale_upscaler": "Lanczos",
+        "sd_upscale_scale": 2.0,
     }
 )
 
@@ -107,6 +122,8 @@ INPAINTING_FILL: Mapping[int, str | None] = MappingProxyType(
 )
 OUTPAINT_SIDES = ("outpaint_left", "outpaint_right", "outpaint_up", "outpaint_down")  # LoRA Studio's own fields
 _FILL_NAMES = ("fill", "original", "latent noise", "latent nothing")
+# A1111's script_args of "sd upscale" from position 1 (position 0 is its info text), as request fields.
+SD_UPSCALE_ARGS = ("sd_upscale_overlap", "sd_upscale_upscaler", "sd_upscale_scale")
 _RESIZE_3 = "Just resize (latent upscale)"
 
 
@@ -144,15 +161,12 @@ UNSUPPORTED: Mapping[str, Unsupported] = MappingProxyType(
         "subseed_strength": Unsupported((0,), "variation seeds"),
         "seed_resize_from_h": Unsupported((-1, 0), "seed resize"),
         "seed_resize_from_w": Unsupported((-1, 0), "seed resize"),
-        "restore_faces": Unsupported((False, None), "face restoration"),
         "eta": Unsupported((None, 0, 1), "sampler eta"),
         "s_churn": Unsupported((None, 0), "sampler churn"),
         "s_tmax": Unsupported((None, 0), "sampler tmax"),
         "s_tmin": Unsupported((None, 0), "sampler tmin"),
         "s_noise": Unsupported((None, 1), "sampler noise multiplier"),
         "s_min_uncond": Unsupported((None, 0), "negative guidance minimum sigma"),
-        "script_name": Unsupported((None, ""), "scripts"),
-        "script_args": Unsupported((None, EMPTY_LIST), "scripts"),
         "alwayson_scripts": Unsupported((None, EMPTY_OBJECT), "extension scripts"),
         "refiner_checkpoint": Unsupported((None, "", "None"), "the refiner"),
         "initial_noise_multiplier": Unsupported((None, 1), "the img2img noise multiplier"),
@@ -281,7 +295,7 @@ def validate_options(changes: Mapping[str, Any], registry: Registry) -> dict[str
 
 
 def request_from_a1111(task: A1111Task, fields: Mapping[str, Any], *, defaults: Mapping[str, Any],
-                       registry: Registry | None = None,
+                       registry: Registry | None = None, upscalers: Sequence[str] | None = None,
                        field_defaults: Mapping[str, Any] = API_DEFAULTS) -> GenerationRequest:
     """The engine request for A1111 fields: the one mapping the API, the UI tabs and infotexts go through.
 
@@ -290,9 +304,11 @@ def request_from_a1111(task: A1111Task, fields: Mapping[str, Any], *, defaults: 
     ``InpaintRequest``. ``defaults`` are the API options; ``override_settings`` in ``fields`` win over
     them. A missing field takes ``field_defaults`` (A1111's API defaults; ``ENGINE_DEFAULTS`` for the
     UI and infotexts). Whole-number floats (what sliders send) become ints. With ``registry``,
-    checkpoint and VAE names are resolved (and unknown ones refused) here. Raises ValueError naming
-    the field for a value LoRA Studio cannot honour; a sampler it lacks is kept as written for
-    ``validate()`` to explain. The request is not validated.
+    checkpoint and VAE names are resolved (and unknown ones refused) here; with ``upscalers`` (the names
+    of GET /sdapi/v1/upscalers, in order) SD upscale's upscaler may be an index into them, and an
+    unknown name is refused here. Raises ValueError naming the field for a value LoRA Studio cannot
+    honour; a sampler it lacks is kept as written for ``validate()`` to explain. The request is not
+    validated.
     """
     if task not in ("txt2img", "img2img", "inpaint"):
         raise ValueError(f"Unknown task {task!r}; choose txt2img or img2img.")
@@ -319,11 +335,14 @@ def request_from_a1111(task: A1111Task, fields: Mapping[str, Any], *, defaults: 
         save=bool(value("save_images")),
         styles=_styles(fields.get("styles")),
         tiling=bool(fields.get("tiling")),
+        **_face_restoration(fields, value, defaults),
     )
+    script = _script(task, fields, value, upscalers)
     if task == "txt2img":
         return Txt2ImgRequest(**common, **_hires(fields, registry))
     common.update(init_image=_image("init_images[0]", fields.get("init_image")),
-                  denoising_strength=value("denoising_strength"), resize_mode=_resize_mode(value("resize_mode")))
+                  denoising_strength=value("denoising_strength"), resize_mode=_resize_mode(value("resize_mode")),
+                  **script)
     mask = _image("mask", fields.get("mask"))
     outpaint = {name: _int_if_whole(value(name)) for name in (*OUTPAINT_SIDES, "outpaint_fill")}
     if mask is None and task != "inpaint" and not any(outpaint[side] for side in OUTPAINT_SIDES):
@@ -338,6 +357,78 @@ def request_from_a1111(task: A1111Task, fields: Mapping[str, Any], *, defaults: 
         invert_mask=bool(value("inpainting_mask_invert")),
         **outpaint,
     )
+
+
+def _face_restoration(fields: Mapping[str, Any], value: Callable[[str], Any],
+                      defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """restore_faces, and the model and CodeFormer weight from LoRA Studio's fields, else A1111's options
+    (``override_settings`` over the API's), else the first installed model and 0.5."""
+    overrides = fields.get("override_settings") or {}
+
+    def option(field: str, option_name: str) -> Any:
+        for source in (fields, overrides, defaults):
+            if isinstance(source, Mapping) and source.get(field if source is fields else option_name) not in (None, ""):
+                return source[field if source is fields else option_name]
+        return value(field)
+
+    restorer = option("face_restorer", "face_restoration_model")
+    if not isinstance(restorer, str):
+        raise ValueError(f"face_restoration_model must be a face model's name, got {restorer!r}.")
+    return {"restore_faces": bool(value("restore_faces")), "face_restorer": restorer,
+            "codeformer_weight": option("codeformer_weight", "code_former_weight")}
+
+
+def _script(task: A1111Task, fields: Mapping[str, Any], value: Callable[[str], Any],
+            upscalers: Sequence[str] | None) -> dict[str, Any]:
+    """The request's script fields: ``script_name`` as A1111 matches titles (case aside) and ``script_args`` in
+    A1111's positions, else LoRA Studio's own ``sd_upscale*`` fields. txt2img has no script; script_args without
+    a script_name are refused."""
+    name, args = fields.get("script_name"), fields.get("script_args")
+    if name is None or isinstance(name, str) and not name.strip():
+        if not _is_neutral(args, (None, EMPTY_LIST)):
+            raise ValueError(f"script_args = {args!r} is not supported by LoRA Studio without a script_name; "
+                             f"leave it out or send []; the one script is {SD_UPSCALE!r} (img2img).")
+        name, args = (SD_UPSCALE if value("sd_upscale") else ""), []
+    elif not isinstance(name, str) or name.strip().casefold() not in IMG2IMG_SCRIPTS or task == "txt2img":
+        runs = f"txt2img runs none; img2img runs {SD_UPSCALE!r}" if task == "txt2img" else f"it runs {SD_UPSCALE!r}"
+        raise ValueError(f"script_name = {name!r} is not a script LoRA Studio runs in {task}: {runs} "
+                         "(A1111's SD upscale), or leave it out.")
+    if task == "txt2img":
+        return {}
+    args = [] if args is None else args
+    if not isinstance(args, (list, tuple)):
+        raise ValueError(f"script_args must be a list, got {args!r}.")
+    chosen: dict[str, Any] = {"script_name": name.strip().casefold()}
+    for position, field in enumerate(SD_UPSCALE_ARGS, start=1):
+        given = args[position] if position < len(args) else None
+        label = f"script_args[{position}]" if given is not None else field
+        chosen[field] = given if given is not None else value(field)
+        if field == "sd_upscale_upscaler":
+            chosen[field] = _upscaler(label, chosen[field], upscalers)
+        else:
+            chosen[field] = _int_if_whole(chosen[field])
+    return chosen
+
+
+def _upscaler(label: str, given: object, upscalers: Sequence[str] | None) -> str:
+    """An upscaler name from a name (case aside) or an index into ``upscalers`` (A1111's script_args send
+    either); without the list a name passes as written, for the engine to check."""
+    if isinstance(given, (int, float)) and not isinstance(given, bool):
+        index = _whole(label, given)
+        if upscalers is None:
+            raise ValueError(f"{label}: an upscaler index needs the upscaler list; send the upscaler's name.")
+        if not 0 <= index < len(upscalers):
+            raise ValueError(f"{label}: upscaler index {index} is out of range; GET /sdapi/v1/upscalers lists "
+                             f"{len(upscalers)} (0 to {len(upscalers) - 1}).")
+        return upscalers[index]
+    if not isinstance(given, str) or not given.strip():
+        raise ValueError(f"{label} must be an upscaler name or its index in GET /sdapi/v1/upscalers, got {given!r}.")
+    if upscalers is None:
+        return given
+    for known in upscalers:
+        if known.casefold() == given.strip().casefold():
+            return known
+    raise ValueError(f"{label}: unknown upscaler {given!r}; available: {', '.join(upscalers)}.")
 
 
 def refuse_unsupported(fields: Mapping[str, Any]) -> None:
@@ -374,8 +465,8 @@ def a1111_info(request: GenerationRequest, result: JobResult, *, job_timestamp: 
         "cfg_scale": request.cfg_scale,
         "steps": request.steps,
         "batch_size": request.batch_size,
-        "restore_faces": False,
-        "face_restoration_model": None,
+        "restore_faces": request.restore_faces,
+        "face_restoration_model": (request.face_restorer or None) if request.restore_faces else None,
         "sd_model_name": result.info.get("model", first.get("Model")),
         "sd_model_hash": result.info.get("model_hash", first.get("Model hash")),
         "sd_vae_name": first.get("VAE"),

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from app.audit import audit
 from app.engine.conditioning import DEFAULT_EMPHASIS, PromptEmbeddings, PromptEncoder, prompt_token_count
 from app.engine.config import EngineConfig
+from app.engine.extras import restorer_for
+from app.engine.hires import is_latent
 from app.engine.jobs import Job, JobContext, JobResult, QueueFull
 from app.engine.manager import ModelManager
 from app.engine.outputs import user_folder
@@ -49,6 +51,22 @@ class Engine:
         resolve_loras(request, self.registry)  # unknown or unusable LoRAs fail now, not in the queue
         if request.model is not None:
             self.registry.find_checkpoint(request.model)  # unknown names fail now, not in the queue
+        if getattr(request, "enable_hr", False) and not is_latent(request.hr_upscaler):  # type: ignore[attr-defined]
+            # an upscaler model's name as A1111 lists it; unknown or unusable files fail now, not after a first pass
+            try:
+                upscaler = self.manager.upscalers.canonical(request.hr_upscaler)  # type: ignore[attr-defined]
+            except ValueError as exc:
+                raise ValueError(f"Hires upscaler: {exc}") from None
+            request = request.with_changes(hr_upscaler=upscaler)
+        if getattr(request, "sd_upscaling", False):  # SD upscale's upscaler: unknown or unusable ones fail now too
+            request = request.with_changes(
+                sd_upscale_upscaler=self.manager.upscalers.canonical(request.sd_upscale_upscaler))  # type: ignore[attr-defined]
+        if request.restore_faces:  # the model that will run, by name: the infotext records it; none installed fails now
+            try:
+                request = request.with_changes(face_restorer=restorer_for(self.manager.face_restorers,
+                                                                          request.face_restorer or None))
+            except ValueError as exc:
+                raise ValueError(f"restore_faces: {exc}") from None
         second = getattr(request, "hr_checkpoint", SAME_CHECKPOINT)
         if getattr(request, "enable_hr", False) and second not in ("", SAME_CHECKPOINT):
             self.registry.find_checkpoint(second)  # not after a whole first pass

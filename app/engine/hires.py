@@ -5,12 +5,13 @@ A1111's behaviour: the target is width x height times ``hr_scale``, or ``hr_resi
 cropped to fit); the second pass runs exactly its ``steps`` (``hr_second_pass_steps`` or the first
 pass's), the last ones of a schedule of ``int(steps / denoising_strength)`` (A1111's hires pass
 always takes its "fixed steps" path), with the same seeds, and its prompt schedule runs over its
-own steps. Latent upscalers resize the latents with torch's interpolation; the others
-resize the decoded picture.
+own steps. Latent upscalers resize the latents with torch's interpolation; the others (the
+built-ins and the upscaler model files of ``app.engine.upscalers``) resize the decoded picture.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -32,8 +33,11 @@ HIRES_UPSCALERS = (*LATENT_MODES, *PIXEL_UPSCALERS)
 
 
 def check_upscaler(name: str) -> None:
-    if name not in HIRES_UPSCALERS:
-        raise ValueError(f"Unknown hires upscaler {name!r}; choose one of {', '.join(HIRES_UPSCALERS)}.")
+    """A hires upscaler must be named; whether a model upscaler of that name is installed is the engine's
+    check at submit (``UpscalerLibrary.canonical``), where the models folder is known."""
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"Choose a hires upscaler: one of {', '.join(HIRES_UPSCALERS)} or an upscaler model's "
+                         f"name, not {name!r}.")
 
 
 def is_latent(name: str) -> bool:
@@ -96,11 +100,11 @@ def upscale_latents(latents: torch.Tensor, request: Any, factor: int) -> torch.T
     return scaled[:, :, top:top + target_h // factor, left:left + target_w // factor]
 
 
-def upscale_picture(picture: Image.Image, request: Any) -> Image.Image:
-    """The first picture at the hires size with a pixel upscaler (scaled to cover it, cropped from the centre)."""
-    from app.engine.resize import upscale  # resize imports this module's latent modes
-
-    return upscale(picture, request.hr_upscaler, size=hires_size(request), crop=True)
+def upscale_picture(picture: Image.Image, request: Any, upscalers: Any,
+                    progress: Callable[[int, int], None] | None = None) -> Image.Image:
+    """The first picture at the hires size with a pixel upscaler, built-in or a model file (scaled to cover
+    it, cropped from the centre); ``upscalers``: the manager's UpscalerLibrary, ``progress``: per tile."""
+    return upscalers.upscale(picture, request.hr_upscaler, size=hires_size(request), crop=True, progress=progress)
 
 
 def hires_infotext(request: Any) -> dict[str, object]:

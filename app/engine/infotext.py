@@ -183,6 +183,7 @@ def format_infotext(
             "Schedule type": schedule,
             "CFG scale": request.cfg_scale,
             "Seed": seed,
+            "Face restoration": request.face_restorer or None if request.restore_faces else None,
             "Size": f"{request.width}x{request.height}",
             "Model hash": model_hash or None,
             "Model": model_name or None,

@@ -51,6 +51,7 @@ INFOTEXT_FIELDS: Mapping[str, tuple[str, Callable[[str], Any]]] = MappingProxyTy
     "Size-2": ("height", _int),
     "Denoising strength": ("denoising_strength", _float),
     "Tiling": ("tiling", lambda text: text == "True"),
+    "Face restoration": ("restore_faces", lambda text: bool(text.strip())),  # and the model: FACE_RESTORER_KEY
     "Mask blur": ("mask_blur", _int),
     "Inpaint area": ("inpaint_full_res", lambda text: text == INPAINT_AREAS[1]),
     "Masked area padding": ("inpaint_full_res_padding", _int),
@@ -66,6 +67,9 @@ INFOTEXT_FIELDS: Mapping[str, tuple[str, Callable[[str], Any]]] = MappingProxyTy
     "Hires schedule type": ("hr_scheduler", str),
     "Hires prompt": ("hr_prompt", str),
     "Hires negative prompt": ("hr_negative_prompt", str),
+    "SD upscale overlap": ("sd_upscale_overlap", _int),  # A1111's SD upscale script writes these two
+    "SD upscale upscaler": ("sd_upscale_upscaler", str),
+    "SD upscale scale": ("sd_upscale_scale", _float),  # LoRA Studio's (A1111 does not record its factor)
 })
 # Infotext key -> (A1111 option, reader): settings a request takes through ``override_settings``.
 INFOTEXT_OPTIONS: Mapping[str, tuple[str, Callable[[str], Any]]] = MappingProxyType({
@@ -80,8 +84,9 @@ assert {option for option, _ in INFOTEXT_OPTIONS.values()} == set(OPTION_DEFAULT
 def a1111_fields_from_infotext(text: str) -> dict[str, Any]:
     """A1111 API fields (``override_settings`` holding the options) from an infotext, A1111's defaults filled
     for missing keys (Clip skip 1, Inpaint area Whole picture...); ``enable_hr`` is set when the infotext
-    records a hires pass (A1111 always writes ``Hires upscaler`` then). The sampler is split from old fused
-    names ("DPM++ 2M Karras") into ``sampler_name`` and ``scheduler``."""
+    records a hires pass (A1111 always writes ``Hires upscaler`` then), ``sd_upscale`` when it records SD
+    upscale. The sampler is split from old fused names ("DPM++ 2M Karras") into ``sampler_name`` and
+    ``scheduler``."""
     params = parse_infotext(text, with_defaults=True)
     fields: dict[str, Any] = {}
     options: dict[str, Any] = {}
@@ -100,6 +105,9 @@ def a1111_fields_from_infotext(text: str) -> dict[str, Any]:
         if schedule != AUTOMATIC:
             fields["hr_scheduler"] = schedule
     fields["enable_hr"] = "Hires upscaler" in params
+    if params.get("Face restoration"):  # the model's name: A1111's "CodeFormer"/"GFPGAN", or a file of LoRA Studio's
+        fields["face_restorer"] = params["Face restoration"]
+    fields["sd_upscale"] = "SD upscale upscaler" in params  # A1111's script always writes it
     fields.update(_outpaint_fields(params))
     if options:
         fields["override_settings"] = options

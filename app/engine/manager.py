@@ -27,9 +27,11 @@ from transformers import CLIPTokenizer
 
 from app.engine.conditioning import PromptEncoder
 from app.engine.config import EngineConfig
+from app.engine.face_restore import FaceRestorerLibrary
 from app.engine.lora_runtime import LoraTensorCache, PipelineAdapters
 from app.engine.registry import ModelEntry, ModelRegistry
 from app.engine.tokenizers import clip_tokenizer
+from app.engine.upscalers import UpscalerLibrary
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +129,10 @@ class ModelManager:
         self._tokenizers: dict[tuple[str, str], CLIPTokenizer] = {}  # of models not loaded, for token counts
         self._lock = threading.RLock()
         self.lora_cache = LoraTensorCache(config.lora_cache_mb * 2**20)
+        self.upscalers = UpscalerLibrary(config.models_dir, allow_pickle=config.allow_pickle, device=self.device,
+                                         dtype=self.dtype)
+        self.face_restorers = FaceRestorerLibrary(config.models_dir, allow_pickle=config.allow_pickle,
+                                                  device=self.device, dtype=self.dtype)
 
     def resident(self) -> list[ModelKey]:
         with self._lock:
@@ -191,6 +197,8 @@ class ModelManager:
             while self._models:
                 self._evict_oldest()
             self._vaes.clear()
+        self.upscalers.unload()
+        self.face_restorers.unload()
         free_device_memory()
 
     # ----- loading -------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from pathlib import Path
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-_NUMBERED = re.compile(r"^(\d{5,})-")
+_NUMBERED = re.compile(r"^(\d{5,})[-.]")
 TEMP_PREFIX, TEMP_SUFFIX = ".saving-", ".tmp"
 _DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}  # no EDQUOT on Windows
 
@@ -92,20 +92,35 @@ def next_image_number(folder: Path) -> int:
     return max(numbers, default=-1) + 1
 
 
-def png_with_parameters(image: Image.Image, parameters: str) -> PngInfo:
+def png_with_parameters(image: Image.Image, parameters: str | None, postprocessing: str | None = None) -> PngInfo:
+    """The PNG text chunks A1111 writes: ``parameters`` (how the picture was made) and, after the Extras,
+    ``postprocessing`` (what they did to it)."""
     info = PngInfo()
-    info.add_text("parameters", parameters)
+    if parameters is not None:
+        info.add_text("parameters", parameters)
+    if postprocessing:
+        info.add_text("postprocessing", postprocessing)
     return info
 
 
 def save_image(image: Image.Image, folder: Path, seed: int, parameters: str) -> Path:
     """Write ``image`` atomically as the next numbered PNG in ``folder``; return its path."""
+    return _save_numbered(image, folder, f"-{seed}", png_with_parameters(image, parameters))
+
+
+def save_postprocessed(image: Image.Image, folder: Path, parameters: str | None, postprocessing: str) -> Path:
+    """Write an Extras result atomically as the next numbered PNG (``NNNNN.png``, as A1111's extras-images),
+    keeping the source's ``parameters`` and adding what the Extras did; return its path."""
+    return _save_numbered(image, folder, "", png_with_parameters(image, parameters, postprocessing))
+
+
+def _save_numbered(image: Image.Image, folder: Path, suffix: str, texts: PngInfo) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{next_image_number(folder):05d}-{seed}.png"
+    path = folder / f"{next_image_number(folder):05d}{suffix}.png"
     fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX, dir=folder)
     try:
         with os.fdopen(fd, "wb") as handle:
-            image.save(handle, format="PNG", pnginfo=png_with_parameters(image, parameters))
+            image.save(handle, format="PNG", pnginfo=texts)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, path)

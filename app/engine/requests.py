@@ -30,6 +30,10 @@ MAX_CLIP_SKIP = 12
 MAX_HIRES_SCALE = 4.0
 MAX_MASK_BLUR = 64
 MAX_MASKED_PADDING = 256
+SD_UPSCALE = "sd upscale"  # A1111's img2img script, by its title as A1111's API matches it (case aside)
+IMG2IMG_SCRIPTS = (SD_UPSCALE,)
+MAX_SD_UPSCALE_OVERLAP = 512
+MAX_SD_UPSCALE_SCALE = 4.0
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,9 @@ class GenerationRequest:
     emphasis: str = "Original"  # how (text:1.2) weights reach the conditioning: one of EMPHASIS_MODES
     styles: tuple[str, ...] = ()  # names from styles.csv, applied by Engine.submit (the infotext shows the result)
     tiling: bool = False  # seamless, tileable pictures (circular padding in the UNet and VAE for this job)
+    restore_faces: bool = False  # each finished picture's faces through a face model (app.engine.face_restore)
+    face_restorer: str = ""  # its file or architecture name ("CodeFormer"); "" = the first installed one
+    codeformer_weight: float = limited(0.5, "CodeFormer weight", 0.0, 1.0, 0.01)  # 0: strongest, 1: none
     save: bool = True
 
     task: TaskName = field(default="txt2img", init=False)
@@ -107,6 +114,8 @@ class GenerationRequest:
         for label, value in (("Width", self.width), ("Height", self.height)):
             if value % SIZE_MULTIPLE:
                 raise ValueError(f"{label} must be a multiple of {SIZE_MULTIPLE}, got {value}.")
+        if not isinstance(self.face_restorer, str):
+            raise ValueError(f"The face restorer must be a model's name, not {self.face_restorer!r}.")
         if not all(isinstance(name, str) for name in self.styles):
             raise ValueError("Styles must be a list of style names.")
         if self.emphasis not in EMPHASIS_MODES:
@@ -175,8 +184,18 @@ class Img2ImgRequest(GenerationRequest):
     init_image: Image.Image | None = None
     denoising_strength: float = limited(0.75, "Denoising strength", 0.0, 1.0, 0.01)
     resize_mode: str = "Just resize"
+    # A1111's img2img scripts: "" (none) or "sd upscale" (app.engine.sd_upscale; width x height is then the
+    # tile size, and resize_mode does not apply). The script's arguments under LoRA Studio's names:
+    script_name: str = ""
+    sd_upscale_overlap: int = limited(64, "SD upscale overlap", 0, MAX_SD_UPSCALE_OVERLAP, 8)  # A1111's "Tile overlap"
+    sd_upscale_upscaler: str = "Lanczos"  # a name from the upscaler library; "None" keeps the picture's size
+    sd_upscale_scale: float = limited(2.0, "SD upscale scale", 1.0, MAX_SD_UPSCALE_SCALE, 0.05)  # "Scale Factor"
 
     task: TaskName = field(default="img2img", init=False)
+
+    @property
+    def sd_upscaling(self) -> bool:
+        return isinstance(self.script_name, str) and self.script_name.strip().casefold() == SD_UPSCALE
 
     def validate(self) -> None:
         super().validate()
@@ -189,6 +208,28 @@ class Img2ImgRequest(GenerationRequest):
             )
         if self.resize_mode not in RESIZE_MODES:
             raise ValueError(f"Unknown resize mode {self.resize_mode!r}; choose one of {', '.join(RESIZE_MODES)}.")
+        self._validate_script()
+
+    def _validate_script(self) -> None:
+        if not isinstance(self.script_name, str) or self.script_name.strip() and not self.sd_upscaling:
+            raise ValueError(f"Unknown script {self.script_name!r}; LoRA Studio runs the img2img script "
+                             f"{', '.join(repr(name) for name in IMG2IMG_SCRIPTS)} (A1111's SD upscale), or none.")
+        if not self.sd_upscaling:
+            return
+        from app.engine.sd_upscale import MAX_SIDE, upscaled_size
+
+        if self.task != "img2img":
+            raise ValueError("SD upscale redraws a whole picture: run it in img2img, without a mask or outpainting.")
+        if not isinstance(self.sd_upscale_upscaler, str) or not self.sd_upscale_upscaler.strip():
+            raise ValueError("SD upscale needs an upscaler name (\"None\" to keep the picture's size).")
+        if self.sd_upscale_overlap >= min(self.width, self.height):
+            raise ValueError(f"SD upscale overlap {self.sd_upscale_overlap} must be smaller than the tile "
+                             f"({self.width}x{self.height}: the width and height).")
+        assert self.init_image is not None
+        width, height = upscaled_size(self.init_image.size, self.sd_upscale_upscaler, self.sd_upscale_scale)
+        if max(width, height) > MAX_SIDE:
+            raise ValueError(f"SD upscale would make {width}x{height}; LoRA Studio makes up to {MAX_SIDE} pixels a "
+                             "side this way: choose a smaller scale.")
 
 
 @dataclass

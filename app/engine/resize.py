@@ -85,9 +85,15 @@ def upscale(image: Image.Image, upscaler: str, *, scale: float | None = None, si
     scale or size, or a result over the limits (nothing is resized then)."""
     name = canonical_upscaler(upscaler)
     result = target_size(image.size, scale=scale, size=size, crop=crop)
-    picture = working_copy(image)
-    box = _cover_box(picture.size, result) if size is not None and crop else None
-    return picture.resize(result, _FILTERS[name], box=box)
+    return resize_to(working_copy(image), result, name, crop=size is not None and crop)
+
+
+def resize_to(picture: Image.Image, result: tuple[int, int], upscaler: str = "Lanczos", *,
+              crop: bool = False) -> Image.Image:
+    """``picture`` resized to exactly ``result`` with a built-in upscaler's filter, its mode kept. With ``crop``
+    only its centred part with the aspect ratio of ``result`` is used (the overhang cut off evenly)."""
+    box = _cover_box(picture.size, result) if crop else None
+    return picture.resize(result, _FILTERS[canonical_upscaler(upscaler)], box=box)
 
 
 def blend_upscalers(image: Image.Image, first: str, second: str = "None", visibility: float = 0.0, *,
@@ -121,7 +127,7 @@ def _cover_box(source: tuple[int, int], result: tuple[int, int]) -> tuple[float,
     after scaling the picture to cover ``result`` and cutting the overhang evenly."""
     width, height = source
     factor = max(result[0] / width, result[1] / height)
-    part_w, part_h = result[0] / factor, result[1] / factor
+    part_w, part_h = min(width, result[0] / factor), min(height, result[1] / factor)  # floats can overshoot
     left, top = (width - part_w) / 2, (height - part_h) / 2
     return (left, top, left + part_w, top + part_h)
 

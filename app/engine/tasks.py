@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from app.engine import masks, outpaint
+from app.engine import masks, outpaint, sd_upscale
 from app.engine.infotext import format_infotext
 from app.engine.jobs import BatchSkipped, JobContext, JobResult
 from app.engine.lora_runtime import ActiveLora
@@ -147,7 +148,8 @@ def run_generation(ctx: JobContext, request: GenerationRequest, manager: ModelMa
     kept: tuple[Image.Image, masks.Box] | None = None
     if isinstance(request, InpaintRequest) and request.outpainting:
         request, kept = outpaint_request(request, seeds[0])
-    inputs = prepare_inputs(request, loaded)
+    upscaling = isinstance(request, Img2ImgRequest) and request.sd_upscaling
+    inputs = PreparedInputs({}) if upscaling else prepare_inputs(request, loaded)
     clock = _JobClock()
     result = ctx.partial = JobResult(info={"model": model_display_name(loaded), "model_hash": loaded.model_hash})
     vae_hash = manager.registry.short_hash(vae_entry) if vae_entry else None
@@ -161,6 +163,10 @@ def run_generation(ctx: JobContext, request: GenerationRequest, manager: ModelMa
         if loaded.is_inpainting_model:
             raise ValueError("Hires fix needs a txt2img checkpoint; this one is an inpainting model.")
         extra = {**hires_infotext(request), **extra}
+    if upscaling:
+        assert isinstance(request, Img2ImgRequest)
+        upscaled, upscaler = sd_upscale_start(ctx, request, manager)
+        extra = {**sd_upscale.describe(upscaler, request.sd_upscale_overlap, request.sd_upscale_scale), **extra}
 
     def draw_batch(batch_index: int, batch_seeds: list[int]) -> list[Image.Image]:
         """One batch's pictures: the pipeline call and, with hires fix, its second pass."""
@@ -183,10 +189,22 @@ def run_generation(ctx: JobContext, request: GenerationRequest, manager: ModelMa
                 ctx.check_cancelled()
         return images
 
+    def draw_upscaled(batch_index: int, batch_seeds: list[int]) -> list[Image.Image]:
+        """One SD upscale picture: every tile counts in this batch's progress."""
+        assert isinstance(request, Img2ImgRequest)
+
+        def reporter_for(steps_before: int, steps_after: int) -> StepReporter:
+            return StepReporter(ctx, previewer, settings.preview_every, request, batch_index, clock,
+                                steps_before=steps_before, steps_after=steps_after)
+
+        return [sd_upscale_pass(ctx, request, upscaled, batch_seeds[0], pipe, conditioning,
+                                loaded.is_inpainting_model, reporter_for)]
+
+    per_batch = 1 if upscaling else request.batch_size  # SD upscale: one picture a batch; batch size groups tiles
     for batch_index in range(request.batch_count):
-        batch_seeds = seeds[batch_index * request.batch_size:(batch_index + 1) * request.batch_size]
+        batch_seeds = seeds[batch_index * per_batch:(batch_index + 1) * per_batch]
         try:
-            images = draw_batch(batch_index, batch_seeds)
+            images = draw_upscaled(batch_index, batch_seeds) if upscaling else draw_batch(batch_index, batch_seeds)
         except BatchSkipped:
             ctx.emit("sampling", message=f"Skipped batch {batch_index + 1} of {request.batch_count}",
                      batch_index=batch_index, batch_count=request.batch_count)
@@ -194,6 +212,11 @@ def run_generation(ctx: JobContext, request: GenerationRequest, manager: ModelMa
         images = [inputs.finish(image) for image in images]
         if kept is not None:  # the original's pixels exactly, after the inpaint's soft blending
             images = [outpaint.paste_original(image, *kept) for image in images]
+        if request.restore_faces:
+            ctx.emit("decoding", message=f"Restoring faces with {request.face_restorer}")
+            images = [manager.face_restorers.restore(image, request.face_restorer,
+                                                     codeformer_weight=request.codeformer_weight)[0]
+                      for image in images]
         ctx.emit("saving", batch_index=batch_index, batch_count=request.batch_count)
         for image, seed in zip(images, batch_seeds):
             text = format_infotext(
@@ -229,7 +252,12 @@ def hires_pass(ctx: JobContext, request: Txt2ImgRequest, prompt: str, first: Any
     if is_latent(request.hr_upscaler):
         start: Any = upscale_latents(first, request, int(pipe.vae_scale_factor))
     else:
-        start = [upscale_picture(picture, request) for picture in first]
+        ctx.emit("decoding", message=f"Upscaling with {request.hr_upscaler}")
+
+        def tile_done(done: int, total: int) -> None:
+            ctx.check_cancelled()  # a model upscaler stops between its tiles
+
+        start = [upscale_picture(picture, request, manager.upscalers, tile_done) for picture in first]
     steps = second_steps(request)
     total_steps, strength = second_pass_schedule(request)
     if request.hr_prompt:  # ``prompt``: the first pass's, its LoRA tags already taken out
@@ -246,6 +274,50 @@ def hires_pass(ctx: JobContext, request: Txt2ImgRequest, prompt: str, first: Any
             **conditioned_call(conditioning, len(seeds), reporter),
             generator=[torch.Generator("cpu").manual_seed(s) for s in seeds], output_type="pil",
         ).images
+
+
+def sd_upscale_start(ctx: JobContext, request: Img2ImgRequest, manager: ModelManager) -> tuple[Image.Image, str]:
+    """(the upscaled input picture, the upscaler's name as the library spells it) for SD upscale."""
+    assert request.init_image is not None
+    upscalers = manager.upscalers
+    name = upscalers.canonical(request.sd_upscale_upscaler)  # Engine.submit has refused unknown ones
+    ctx.emit("decoding", message=f"Upscaling with {name}")
+    picture = sd_upscale.upscaled_picture(upscalers, request.init_image, name, request.sd_upscale_scale,
+                                          lambda done, total: ctx.check_cancelled())  # between a model's tiles
+    ctx.check_cancelled()
+    return picture, name
+
+
+def sd_upscale_pass(ctx: JobContext, request: Img2ImgRequest, picture: Image.Image, seed: int, pipe: Any,
+                    conditioning: Any, inpainting_model: bool,
+                    reporter_for: Callable[[int, int], StepReporter]) -> Image.Image:
+    """``picture`` (upscaled) redrawn by img2img in tiles of width x height, ``request.batch_size`` tiles a
+    pipeline call, tile k with ``seed + k``. ``reporter_for(steps_before, steps_after)`` makes each call's
+    StepReporter, so progress counts the steps of all tiles; cancel is checked between tiles too."""
+    per_call = img2img_steps(request.steps, request.denoising_strength)
+    done = 0
+
+    def draw(batch: sd_upscale.TileBatch) -> list[Image.Image]:
+        nonlocal done
+        reporter = reporter_for(done, per_call * (batch.count - batch.index - 1))
+        count, size = len(batch.tiles), batch.tiles[0].size
+        inputs: dict[str, Any] = dict(image=list(batch.tiles), strength=request.denoising_strength)
+        if inpainting_model:  # img2img on an inpainting model repaints under a full mask (prepare_inputs)
+            inputs.update(mask_image=[Image.new("L", size, 255)] * count, width=size[0], height=size[1])
+        images = pipe(**inputs, num_inference_steps=request.steps, guidance_scale=request.cfg_scale,
+                      num_images_per_prompt=count, **conditioned_call(conditioning, count, reporter),
+                      generator=[torch.Generator("cpu").manual_seed(s) for s in batch.seeds], output_type="pil").images
+        done = reporter.done
+        return images
+
+    with circular_padding(pipe.unet, pipe.vae) if request.tiling else contextlib.nullcontext():
+        return sd_upscale.redraw_in_tiles(picture, (request.width, request.height), request.sd_upscale_overlap, draw,
+                                          seed=seed, batch_size=request.batch_size, check_cancelled=ctx.check_cancelled)
+
+
+def img2img_steps(steps: int, strength: float) -> int:
+    """The steps diffusers' img2img runs for ``steps`` at ``strength`` (first-order samplers; a progress estimate)."""
+    return max(1, min(int(steps * strength), steps))
 
 
 def outpaint_request(request: InpaintRequest, seed: int) -> tuple[InpaintRequest, tuple[Image.Image, masks.Box]]:

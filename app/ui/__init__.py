@@ -5,6 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from app.engine import Engine
+from app.ui.extras_tab import build_extras_tab
 from app.ui.generate_tab import quick_settings
 from app.ui.img2img_tab import build_img2img_tab
 from app.ui.inpaint_tab import build_inpaint_tab
@@ -67,6 +68,8 @@ def build_ui(engine: Engine, training: Training) -> gr.Blocks:
                 img2img = build_img2img_tab(engine, quick)
             with gr.Tab("Inpaint", id="inpaint"):
                 inpaint = build_inpaint_tab(engine, quick)
+            with gr.Tab("Extras", id="extras"):
+                build_extras_tab(engine)
             with gr.Tab("PNG Info", id="png_info"):
                 info_text, to_txt2img, to_img2img = build_png_info_tab()
             with gr.Tab("Train LoRA", id="train"):

@@ -76,6 +76,7 @@ class SettingsControls:
     emphasis: gr.Dropdown
     styles: gr.Dropdown  # style names applied when the job is submitted
     tiling: gr.Checkbox
+    restore_faces: gr.Checkbox
 
     def by_field(self) -> dict[str, gr.components.Component]:
         """The controls by A1111 API field (options such as ``sd_model_checkpoint`` included), in order."""
@@ -84,7 +85,7 @@ class SettingsControls:
                 "steps": self.steps, "cfg_scale": self.cfg_scale, "width": self.width, "height": self.height,
                 "seed": self.seed, "n_iter": self.batch_count, "batch_size": self.batch_size,
                 "CLIP_stop_at_last_layers": self.clip_skip, "emphasis": self.emphasis, "styles": self.styles,
-                "tiling": self.tiling}
+                "tiling": self.tiling, "restore_faces": self.restore_faces}
 
 
 @dataclass
@@ -184,11 +185,15 @@ def settings_controls(engine: Engine, tab: str, quick: QuickSettings) -> tuple[S
         seed = gr.Number(value=RANDOM_SEED, precision=0, label="Seed (-1 = random)", scale=4, elem_id=f"{tab}_seed")
         random_seed = gr.Button("Random", scale=0, min_width=80, elem_id=f"{tab}_random_seed", elem_classes="ls-tool")
         reuse_seed = gr.Button("Reuse", scale=0, min_width=80, elem_id=f"{tab}_reuse_seed", elem_classes="ls-tool")
-    tiling = gr.Checkbox(value=False, label="Tiling", info="seamless, tileable pictures", elem_id=f"{tab}_tiling")
+    with gr.Row():
+        tiling = gr.Checkbox(value=False, label="Tiling", info="seamless, tileable pictures", elem_id=f"{tab}_tiling")
+        restore_faces = gr.Checkbox(value=False, label="Restore faces", info=face_restoration_info(engine),
+                                    elem_id=f"{tab}_restore_faces")
     wire_token_counters(engine, [(prompt_counter, prompt), (negative_counter, negative)], model, steps,
                         quick.emphasis)
     controls = SettingsControls(model, vae, prompt, negative, sampler, schedule, steps, cfg, width, height, seed,
-                                batch_count, batch_size, quick.clip_skip, quick.emphasis, styles.dropdown, tiling)
+                                batch_count, batch_size, quick.clip_skip, quick.emphasis, styles.dropdown, tiling,
+                                restore_faces)
     return controls, SettingsButtons(refresh, random_seed, reuse_seed, lora, styles)
 
 
@@ -230,6 +235,14 @@ def skip(engine: Engine) -> Callable[[gr.Request], str]:
             return "Skipping the batch being drawn"
         return "Nothing to skip"
     return handler
+
+
+def face_restoration_info(engine: Engine) -> str:
+    """The Restore faces box's note: the face model it runs, or that none is installed."""
+    usable = [item for item in engine.manager.face_restorers.available() if item.error is None]
+    if not usable:
+        return "no face model installed (models/GFPGAN, models/Codeformer)"
+    return f"with {usable[0].name} ({usable[0].architecture})"
 
 
 def default_card(engine: Engine) -> dict:

@@ -66,16 +66,22 @@ def checkpoint_choices(checkpoints: Sequence[str]) -> list[str]:
     return [SAME_CHECKPOINT, *checkpoints]
 
 
-def hires_controls(tab: str, checkpoints: Sequence[str], width: float, height: float) -> HiresControls:
+def upscaler_choices(model_upscalers: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """(label, name) of the hires upscalers: the latent modes and built-ins, then the upscaler model files."""
+    return [(name, name) for name in HIRES_UPSCALERS] + list(model_upscalers)
+
+
+def hires_controls(tab: str, checkpoints: Sequence[str], width: float, height: float,
+                   model_upscalers: Sequence[tuple[str, str]] = ()) -> HiresControls:
     """Build the closed "Hires. fix" accordion (inside the caller's layout); ``width`` and ``height`` are the
-    first pass's starting size, for the size line."""
+    first pass's starting size, for the size line; ``model_upscalers``: (label, name) of the upscaler files."""
     with gr.Accordion("Hires. fix", open=False, elem_id=f"{tab}_hires"):
         with gr.Row(equal_height=True):
             enable = gr.Checkbox(value=False, label="Enable", container=False, scale=0, min_width=120,
                                  elem_id=f"{tab}_enable_hr")
             size = gr.Markdown(hires_size_text(width, height, default("hr_scale"), 0, 0), elem_id=f"{tab}_hires_size")
         with gr.Row():  # two controls a row: three squeeze the sliders' labels in a half-page column
-            upscaler = gr.Dropdown(list(HIRES_UPSCALERS), value=default("hr_upscaler"), label="Upscaler",
+            upscaler = gr.Dropdown(upscaler_choices(model_upscalers), value=default("hr_upscaler"), label="Upscaler",
                                    elem_id=f"{tab}_hr_upscaler")
             steps = gr.Slider(**slider_range("hr_second_pass_steps", Txt2ImgRequest), value=0, label="Hires steps",
                               info="0 = same as sampling steps", elem_id=f"{tab}_hires_steps")

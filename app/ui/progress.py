@@ -19,9 +19,10 @@ def progress_html(event: JobEvent) -> str:
         batches = event.batch_count or 1
         index = event.batch_index or 0
         fraction = (index + (event.step or 0) / event.total_steps) / batches
-        parts = [f"Step {event.step}/{event.total_steps}"]
+        what = html.escape(event.message) if event.message else "Step"  # e.g. "Upscaling" tiles
+        parts = [f"{what} {event.step}/{event.total_steps}"]
         if batches > 1:
-            parts.append(f"batch {index + 1}/{batches}")
+            parts.append(f"{'picture' if event.message else 'batch'} {index + 1}/{batches}")
         if event.eta_seconds is not None:
             parts.append(f"ETA {format_seconds(event.eta_seconds)}")
         return _bar(fraction, " · ".join(parts))

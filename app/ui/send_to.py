@@ -22,13 +22,13 @@ KEEP = gr.update()  # leave a control as it is
 
 def infotext_fields(text: str) -> dict[str, Any]:
     """A1111 fields of a parameters text, options flattened beside the others (as the tabs key their controls);
-    styles cleared (the prompts are styled already, as A1111's are), tiling and hires fix off unless recorded,
-    the checkpoint's own VAE unless one is named. A readable error when there is no text."""
+    styles cleared (the prompts are styled already, as A1111's are), tiling, face restoration and hires fix off
+    unless recorded, the checkpoint's own VAE unless one is named. A readable error when there is no text."""
     if not text or "\n" not in text and ":" not in text:
         raise gr.Error("Drop a PNG with generation parameters first.")
     fields = a1111_fields_from_infotext(text)
     options = fields.pop("override_settings", {})
-    return {"sd_vae": AUTOMATIC_VAE, "tiling": False, **fields, **options, "styles": []}
+    return {"sd_vae": AUTOMATIC_VAE, "tiling": False, "restore_faces": False, **fields, **options, "styles": []}
 
 
 def control_value(component: gr.components.Component, value: Any) -> Any:

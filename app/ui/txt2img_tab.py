@@ -6,6 +6,7 @@ import gradio as gr
 
 from app.engine import Engine
 from app.ui.generate_tab import GenerateTab, QuickSettings, model_choices, output_controls, settings_controls, wire_generate
+from app.ui.extras_tab import model_upscaler_choices
 from app.ui.hires_controls import checkpoint_choices, hires_controls, wire_hires_size
 
 
@@ -13,7 +14,8 @@ def build_txt2img_tab(engine: Engine, quick: QuickSettings) -> GenerateTab:
     with gr.Row():
         with gr.Column(scale=1):
             settings, buttons = settings_controls(engine, "txt2img", quick)
-            hires = hires_controls("txt2img", model_choices(engine)[0], settings.width.value, settings.height.value)
+            hires = hires_controls("txt2img", model_choices(engine)[0], settings.width.value, settings.height.value,
+                                   model_upscaler_choices(engine))
         with gr.Column(scale=1):
             outputs = output_controls("txt2img")
 
