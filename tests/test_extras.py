@@ -146,3 +146,30 @@ def test_hires_fix_with_an_upscaler_file(extras_engine: Engine) -> None:
     assert request_from_infotext(model.infotexts[0]).hr_upscaler == UPSCALER
     with pytest.raises(ValueError, match="(?i)hires upscaler.*4x-UltraSharp"):
         extras_engine.submit(base.with_changes(hr_upscaler="4x-UltraSharp"))
+
+
+def test_restore_faces_runs_the_face_model_on_each_finished_picture(extras_engine: Engine,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The generation option hands every finished picture to the face library (whose restoring is proved in
+    test_face_restore.py) and keeps what it returns; the infotext names the model, and reads back."""
+    library = extras_engine.manager.face_restorers
+    calls: list[tuple[tuple[int, int], str, float]] = []
+
+    def restore(image: Image.Image, name: str, visibility: float = 1.0, codeformer_weight: float = 0.5,
+                progress=None) -> tuple[Image.Image, int]:
+        calls.append((image.size, name, codeformer_weight))
+        return Image.new("RGB", image.size, (10, 20, 30)), 1
+
+    monkeypatch.setattr(library, "restore", restore)
+    request = Txt2ImgRequest(prompt="a face", width=64, height=64, steps=2, seed=3, batch_size=2, save=False,
+                             restore_faces=True, codeformer_weight=0.7)
+    result = extras_engine.generate(request, timeout=300)
+    assert calls == [((64, 64), "tiny_restoreformer", 0.7)] * 2
+    assert all(np.all(pixels(image) == (10, 20, 30)) for image in result.images)
+    assert parse_infotext(result.infotexts[0])["Face restoration"] == "tiny_restoreformer"
+    again = request_from_infotext(result.infotexts[0])
+    assert (again.restore_faces, again.face_restorer) == (True, "tiny_restoreformer")
+    with pytest.raises(ValueError, match="restore_faces: No CodeFormer face model is installed"):
+        extras_engine.submit(request.with_changes(face_restorer="CodeFormer"))
+    plain = extras_engine.generate(request.with_changes(restore_faces=False), timeout=300)
+    assert "Face restoration" not in parse_infotext(plain.infotexts[0]) and len(calls) == 2

@@ -35,7 +35,8 @@ def test_png_info_reads_parameters_and_fills_fields(tmp_path) -> None:
     assert fields == {"sd_model_checkpoint": "tiny", "sd_vae": "Automatic", "prompt": "a cat, sitting",
                       "negative_prompt": "dog", "sampler_name": "DPM++ 2M", "scheduler": "Karras", "steps": 12,
                       "cfg_scale": 5.5, "width": 96, "height": 64, "seed": 99, "CLIP_stop_at_last_layers": 1,
-                      "emphasis": "Original", "styles": [], "tiling": False, "enable_hr": False, "sd_upscale": False,
+                      "emphasis": "Original", "styles": [], "tiling": False, "restore_faces": False, "enable_hr": False,
+                      "sd_upscale": False,
                       "inpainting_mask_invert": 0, "inpaint_full_res": False, "inpaint_full_res_padding": 32,
                       "inpainting_fill": 1, "hr_resize_x": 0, "hr_resize_y": 0, "hr_sampler_name": "Use same sampler",
                       "hr_scheduler": "Use same scheduler", "hr_checkpoint_name": "Use same checkpoint",
@@ -255,7 +256,7 @@ def test_sending_to_txt2img_fills_the_hires_controls(ti_engine, ui_tabs) -> None
 
     txt2img, inpaint = ui_tabs
     values = target_values(ti_engine, HIRES_INFOTEXT, txt2img)
-    assert len(values) == len(target_inputs(txt2img)) == 17 + 12
+    assert len(values) == len(target_inputs(txt2img)) == 18 + 12
     shown = dict(zip(txt2img.fields(), values))
     assert shown["sd_model_checkpoint"] == "tiny-sd1"
     assert [shown[name] for name in ("enable_hr", "hr_upscaler", "hr_second_pass_steps", "denoising_strength",
