@@ -24,18 +24,16 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from safetensors.torch import load_file
 
 from app.engine.face_detect import HaarFaceDetector
 from app.engine.face_paste import crop_face, face_square, paste_face
 from app.engine.spandrel_import import import_spandrel
+from app.engine.weight_files import PICKLE_SUFFIXES, SAFE_SUFFIXES, WeightFileError, first_line, read_weights
 
 log = logging.getLogger(__name__)
 
 FACE_FOLDERS: tuple[str, ...] = ("GFPGAN", "Codeformer", "CodeFormer", "RestoreFormer", "facerestore_models")
 FACE_ARCHITECTURES: tuple[str, ...] = ("GFPGAN", "CodeFormer", "RestoreFormer")  # spandrel's names
-SAFE_SUFFIXES: tuple[str, ...] = (".safetensors",)
-PICKLE_SUFFIXES: tuple[str, ...] = (".pth", ".pt", ".ckpt")
 HELPER_PREFIXES: tuple[str, ...] = ("detection_", "parsing_", "alignment_")  # facexlib's, not restorers
 FACE_INPUT_SIZE = 512  # every supported restorer was trained on 512x512 faces
 NO_MODEL_HINT = ("put a GFPGAN/CodeFormer/RestoreFormer .safetensors in models/GFPGAN, models/Codeformer or "
@@ -248,29 +246,12 @@ def find_face_model_files(models_dir: Path) -> list[tuple[str, Path]]:
 
 
 def read_state_dict(path: Path, *, allow_pickle: bool) -> dict[str, Any]:
-    """A face-restoration file's tensors on the CPU, unwrapped as spandrel does ("params_ema"...)."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix in PICKLE_SUFFIXES:
-        if not allow_pickle:
-            raise FaceRestoreError(
-                f"{path.name} is a pickle file ({suffix}); LoRA Studio loads pickle files only when started with "
-                "--allow-pickle. Start it that way, or convert the file to .safetensors.")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # pickle, zip and torch errors of many kinds
-            raise FaceRestoreError(f"{path.name} cannot be read with torch.load(weights_only=True): "
-                                   f"{_first_line(exc)}. A .safetensors copy would load.") from exc
-        if not isinstance(state, dict):
-            raise FaceRestoreError(f"{path.name} holds a {type(state).__name__}, not a dictionary of weights.")
-    else:
-        try:
-            state = load_file(path, device="cpu")
-        except Exception as exc:  # SafetensorError, OSError...
-            raise FaceRestoreError(f"{path.name} cannot be read: it is damaged or not a safetensors file "
-                                   f"({_first_line(exc)}).") from exc
+    """A face-restoration file's tensors on the CPU, unwrapped as spandrel does ("params_ema"...), or FaceRestoreError."""
+    try:
+        state = read_weights(path, allow_pickle=allow_pickle)
+    except WeightFileError as exc:
+        raise FaceRestoreError(str(exc)) from exc
     return import_spandrel().canonicalize_state_dict(state)
-
 
 def identify_face_model(state: dict[str, Any], file_name: str) -> str:
     """The face-restoration architecture spandrel sees in ``state`` (only its tensor names are looked at,
@@ -298,14 +279,10 @@ def load_face_model(path: Path, *, allow_pickle: bool) -> Any:
         return import_spandrel().ModelLoader(device="cpu").load_from_state_dict(state)
     except Exception as exc:  # recognised, but the tensors do not build the network (truncated, edited)
         raise FaceRestoreError(f"{path.name} looks like a {architecture} model but its weights do not build the "
-                               f"network: {type(exc).__name__}: {_first_line(exc)}.") from exc
+                               f"network: {type(exc).__name__}: {first_line(exc)}.") from exc
 
 
 def _version_key(path: Path) -> tuple[Path, int, int]:
     stat = Path(path).stat()
     return (Path(path), stat.st_mtime_ns, stat.st_size)
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__

@@ -21,16 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-from safetensors.torch import load_file
 
 from app.engine.spandrel_import import import_spandrel
+from app.engine.weight_files import PICKLE_SUFFIXES, SAFE_SUFFIXES, WeightFileError, first_line, read_weights
 
 log = logging.getLogger(__name__)
 
 UPSCALER_FOLDERS: tuple[str, ...] = ("ESRGAN", "RealESRGAN", "SwinIR", "DAT", "HAT", "upscale_models")
-SAFE_SUFFIXES: tuple[str, ...] = (".safetensors",)
-PICKLE_SUFFIXES: tuple[str, ...] = (".pth", ".pt", ".ckpt")
 RESERVED_NAMES: tuple[str, ...] = ("None", "Lanczos", "Nearest")  # the built-in upscalers' names
 
 
@@ -89,30 +86,12 @@ def find_upscaler_files(models_dir: Path) -> list[UpscalerFile]:
 
 
 def read_state_dict(path: Path, *, allow_pickle: bool) -> dict[str, Any]:
-    """The tensors of an upscaler file, on the CPU. Raises UpscalerFileError for a pickle without
-    ``allow_pickle`` and for a file that cannot be read."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix in PICKLE_SUFFIXES:
-        if not allow_pickle:
-            raise UpscalerFileError(
-                f"{path.name} is a pickle file ({suffix}); LoRA Studio loads pickle files only when started with "
-                "--allow-pickle. Start it that way, or convert the file to .safetensors.")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # pickle, zip and torch errors of many kinds
-            raise UpscalerFileError(
-                f"{path.name} cannot be read with torch.load(weights_only=True): {_first_line(exc)}. It may be "
-                "damaged, a TorchScript file or hold more than tensors; a .safetensors copy would load.") from exc
-        if not isinstance(state, dict):
-            raise UpscalerFileError(f"{path.name} holds a {type(state).__name__}, not a dictionary of weights.")
-        return state
+    """The tensors of an upscaler file, on the CPU (``weight_files.read_weights``), or UpscalerFileError."""
     try:
-        return load_file(path, device="cpu")
-    except Exception as exc:  # SafetensorError, OSError...
-        raise UpscalerFileError(f"{path.name} cannot be read: it is damaged or not a safetensors file "
-                                f"({_first_line(exc)}).") from exc
-
+        state = read_weights(path, allow_pickle=allow_pickle)
+    except WeightFileError as exc:
+        raise UpscalerFileError(str(exc)) from exc
+    return state
 
 def load_descriptor(path: Path, *, allow_pickle: bool) -> Any:
     """The upscaler in ``path`` as a spandrel ``ImageModelDescriptor`` on the CPU, in fp32. Raises
@@ -130,7 +109,7 @@ def load_descriptor(path: Path, *, allow_pickle: bool) -> Any:
     except Exception as exc:  # recognised, but the tensors do not build the network (truncated, edited)
         raise UpscalerFileError(
             f"{path.name} looks like an upscaler but its weights do not build the network: "
-            f"{type(exc).__name__}: {_first_line(exc)}.") from exc
+            f"{type(exc).__name__}: {first_line(exc)}.") from exc
     check_upscaler(descriptor, path.name)
     return descriptor
 
@@ -211,7 +190,3 @@ def _version_key(path: Path) -> tuple[Path, int, int]:
     stat = Path(path).stat()
     return (Path(path), stat.st_mtime_ns, stat.st_size)
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__

@@ -80,7 +80,7 @@ def build_extras_tab(engine: Engine) -> ExtrasControls:
             with gr.Row():
                 resize_mode = gr.Radio(list(RESIZE_MODES), value=RESIZE_MODES[defaults.resize_mode], type="index",
                                        label="Resize", elem_id="extras_resize_mode")
-                refresh = gr.Button("🔄", scale=0, min_width=40, elem_id="extras_refresh", elem_classes="ls-tool")
+                refresh = gr.Button("Refresh", scale=0, min_width=80, elem_id="extras_refresh", elem_classes="ls-tool")
             scale = gr.Slider(1, 8, value=defaults.upscaling_resize, step=0.05, label="Scale by",
                               elem_id="extras_upscaling_resize")
             with gr.Row():
