@@ -532,3 +532,27 @@ def test_a_page_of_another_origin_cannot_drive_the_app(browser, app: RunningApp)
     assert refused and set(refused) == {403}, refused  # every request that reached the app was refused
     log = app.log()
     assert "evil-api" not in log and "evil-gradio" not in log and "queued for session:attacker" not in log
+
+
+def test_extras_upscales_a_dropped_picture_with_a_model_file(page, app: RunningApp, tmp_path: Path) -> None:
+    """An upscaler file dropped into models/ESRGAN shows in the Extras tab after Refresh, labelled with the
+    architecture and scale read from it; a dropped picture comes back at twice its size, saved in outputs/."""
+    from restoration_fixtures import write_upscaler
+
+    write_upscaler(app.models_dir, "2x_browser_esrgan", scale=2)
+    source = tmp_path / "small.png"
+    Image.fromarray(np.random.default_rng(4).integers(0, 256, (24, 32, 3), dtype=np.uint8)).save(source)
+    page.get_by_role("tab", name="Extras").click()
+    page.click("#extras_refresh")
+    page.locator("#extras_image input[type=file]").set_input_files(str(source))
+    page.wait_for_selector("#extras_image img")
+    page.locator("#extras_upscaler_1 input").click()
+    page.get_by_role("option", name="2x_browser_esrgan (ESRGAN 2x)").click()
+    page.click("#extras_generate")
+    wait_for_text(page, "#extras_info", "Postprocess upscaler: 2x_browser_esrgan")
+    assert gallery_image(page, "extras").shape == (48, 64, 3)
+    page.screenshot(path=str(SHOTS / "extras.png"), full_page=True)
+    (result,) = saved(app, "extras-images")
+    with Image.open(result) as picture:
+        assert picture.size == (64, 48)
+        assert picture.info["postprocessing"] == "Postprocess upscale by: 2, Postprocess upscaler: 2x_browser_esrgan"
