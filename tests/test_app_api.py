@@ -41,11 +41,11 @@ def client(app: RunningApp):
 
 def settings(prompt: str, seed: int = 7, steps: int = 4, vae: str = "Automatic", clip_skip: int = 1,
              emphasis: str = "Original", styles: list[str] | None = None, tiling: bool = False,
-             negative_prompt: str = "") -> list:
-    """The 17 shared arguments: the 13 of the tab, the page's quick settings (clip skip, emphasis), then the
-    tab's styles and tiling."""
+             negative_prompt: str = "", restore_faces: bool = False) -> list:
+    """The 18 shared arguments: the 13 of the tab, the page's quick settings (clip skip, emphasis), then the
+    tab's styles, tiling and restore faces."""
     return [MODEL, vae, prompt, negative_prompt, "Euler a", "Automatic", steps, 7, 64, 64, seed, 1, 1, clip_skip,
-            emphasis, styles or [], tiling]
+            emphasis, styles or [], tiling, restore_faces]
 
 
 def gallery_paths(result: tuple) -> list[Path]:
@@ -83,21 +83,22 @@ def test_quick_settings_reach_the_job_and_its_parameters(client) -> None:
     api = client.view_api(return_format="dict", print_info=False)
     names = [p["parameter_name"] for p in api["named_endpoints"]["/txt2img"]["parameters"]]
     assert names[:3] == ["sd_model_checkpoint", "sd_vae", "prompt"]  # the A1111 field each control stands for
-    assert names[11:17] == ["n_iter", "batch_size", "CLIP_stop_at_last_layers", "emphasis", "styles", "tiling"]
-    assert names[17] == "enable_hr"  # hires fix after the shared 17
+    assert names[11:18] == ["n_iter", "batch_size", "CLIP_stop_at_last_layers", "emphasis", "styles", "tiling",
+                            "restore_faces"]
+    assert names[18] == "enable_hr"  # hires fix after the shared 18
     assert not [name for name in api["named_endpoints"] if name.startswith("/lambda")]  # UI-only events stay hidden
 
 
 def hires(enable: bool = True, upscaler: str = "Latent", steps: int = 0, denoising: float = 0.7, scale: float = 2,
           resize_x: int = 0, resize_y: int = 0, checkpoint: str = "Use same checkpoint",
           sampler: str = "Use same sampler", prompt: str = "", negative_prompt: str = "") -> list:
-    """The 11 hires fix arguments /txt2img takes after the shared 17 (optional: Enable defaults to off)."""
+    """The 11 hires fix arguments /txt2img takes after the shared 18 (optional: Enable defaults to off)."""
     return [enable, upscaler, steps, denoising, scale, resize_x, resize_y, checkpoint, sampler, prompt, negative_prompt]
 
 
 def test_hires_fix_through_the_api(client) -> None:
     api = client.view_api(return_format="dict", print_info=False)
-    hires_params = api["named_endpoints"]["/txt2img"]["parameters"][17:]
+    hires_params = api["named_endpoints"]["/txt2img"]["parameters"][18:]
     assert [p["parameter_name"] for p in hires_params][:2] == ["enable_hr", "hr_upscaler"] and len(hires_params) == 12
     assert all(p["parameter_has_default"] for p in hires_params)
     result = client.predict(*settings("a red circle", seed=21), *hires(upscaler="Lanczos", steps=4, denoising=0.5),
