@@ -149,6 +149,23 @@ def test_a_pickle_is_refused_without_allow_pickle_and_loads_with_it(models_root:
     assert np.array_equal(_pixels(from_pickle), _pixels(from_safetensors))
 
 
+def test_a_swinir_pickle_loads_as_its_safetensors_twin(tmp_path: Path, picture: Image.Image,
+                                                     library: UpscalerLibrary) -> None:
+    """SwinIR's own releases are .pth files holding {"params": ...}: with --allow-pickle they give the same
+    pixels as the same weights saved as .safetensors."""
+    folder = tmp_path / "SwinIR"
+    folder.mkdir()
+    torch.save({"params": _swinir_state(seed=4)}, folder / "SwinIR_x2_tiny_release.pth")
+    with pytest.raises(UpscalerFileError, match="--allow-pickle"):
+        UpscalerLibrary(tmp_path).find("SwinIR_x2_tiny_release")
+    pickled = UpscalerLibrary(tmp_path, allow_pickle=True)
+    info = pickled.find("SwinIR_x2_tiny_release")
+    assert (info.architecture, info.scale, info.error) == ("SwinIR", 2.0, None)
+    small = picture.crop((0, 0, 20, 16))
+    assert np.array_equal(_pixels(pickled.upscale(small, "SwinIR_x2_tiny_release", scale=2)),
+                          _pixels(library.upscale(small, "SwinIR_x2_tiny", scale=2)))
+
+
 def test_file_facts_are_read_once_per_file_version(models_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import app.engine.upscale_models as upscale_models
 
