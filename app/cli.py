@@ -79,6 +79,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--allow-pickle", action="store_true",
                         help="allow .ckpt/.pt checkpoints (pickle files can run code; they are loaded with "
                              "weights_only=True). Off by default: prefer .safetensors")
+    parser.add_argument("--ray", metavar="ADDRESS", default=None,
+                        help="run generation on a Ray cluster (needs the 'cluster' extra): 'auto' for the cluster "
+                             "'ray start --head' started on this machine, ray://host:10001 for one elsewhere, or "
+                             "'local' for a one-machine instance of its own. One worker per GPU; "
+                             "the queue, logins and outputs stay here. Every machine needs the models folder at the "
+                             "same path")
+    parser.add_argument("--ray-replicas", type=_at_least_one, default=None, metavar="N",
+                        help="with --ray: how many generation workers (default: one per GPU of the cluster, or 1 "
+                             "on a cluster without GPUs)")
+    parser.add_argument("--ray-cpus-per-replica", type=float, default=1.0, metavar="N",
+                        help="with --ray on a cluster without GPUs: the CPUs each worker takes (default 1)")
     return parser
 
 
@@ -175,6 +186,11 @@ def main(argv: list[str] | None = None) -> None:
         dataset_roots = dataset_roots_from_args(args)
     except ValueError as exc:  # CredentialsError included
         parser.error(str(exc))
+    if args.ray:
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
+            parser.error("--ray needs Ray: install the cluster extra with  pip install -e .[cluster]")
     if not args.no_api and options.listens_beyond_this_machine and not options.credentials \
             and not args.insecure_open_api:
         parser.error("--listen serves the REST API (/sdapi/v1) to your whole network, and without --auth anyone "
@@ -195,7 +211,12 @@ def main(argv: list[str] | None = None) -> None:
     from app.server import serve
 
     config = engine_config_from_args(args)
-    engine = Engine(config)
+    remote = None
+    if args.ray:  # only here is Ray imported
+        from app.cluster.connect import start_cluster
+
+        remote = start_cluster(args, config)
+    engine = Engine(config, remote)
     log.info("device %s, dtype %s, default model %s", config.resolved_device(), config.resolved_dtype(),
              config.default_model)
     warn_if_open(options)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
+from typing import Protocol
 
 from app.audit import audit
 from app.engine.conditioning import DEFAULT_EMPHASIS, PromptEmbeddings, PromptEncoder, prompt_token_count
@@ -26,14 +28,29 @@ log = logging.getLogger(__name__)
 LOCAL_OWNER = "local"
 
 
-class Engine:
-    """Owns the registry, the model manager and the worker. Build one per process."""
+class RemoteGeneration(Protocol):
+    """Generation run elsewhere (``app.cluster``: a Ray Serve deployment of ``replicas`` workers); ``run``
+    takes run_generation's place on this process's worker and saves the pictures here."""
 
-    def __init__(self, config: EngineConfig) -> None:
+    replicas: int
+
+    def run(self, ctx: JobContext, request: GenerationRequest, settings: GenerationSettings,
+            user: str | None) -> JobResult: ...
+
+    def close(self) -> None: ...
+
+
+class Engine:
+    """Owns the registry, the model manager and the worker. Build one per process. With ``remote``,
+    generation runs there, as many jobs at once as it has workers; other device work stays here."""
+
+    def __init__(self, config: EngineConfig, remote: RemoteGeneration | None = None) -> None:
         self.config = config
         self.registry = ModelRegistry(config.models_dir, config.extra_checkpoints)
         self.manager = ModelManager(config, self.registry)
-        self.worker = Worker(config.max_queue_per_user, config.max_queue)
+        self.remote = remote
+        self.worker = Worker(config.max_queue_per_user, config.max_queue, remote.replicas if remote else 1)
+        self._local_device = threading.Lock()  # with several jobs at once, local device work still takes turns
         self.settings = GenerationSettings(config.outputs_dir, config.preview_every)
         self.styles = StyleLibrary(config.models_dir / STYLES_FILE)
 
@@ -72,8 +89,14 @@ class Engine:
             self.registry.find_checkpoint(second)  # not after a whole first pass
         if request.vae is not None:
             self.registry.find_vae(request.vae)
-        job = Job(owner, lambda ctx: run_generation(ctx, request, self.manager, self.settings, user),
-                  description=f"{request.task}: {request.prompt[:60]}")
+        remote = self.remote
+        if remote is not None:
+            def work(ctx: JobContext) -> JobResult:
+                return remote.run(ctx, request, self.settings, user)
+        else:
+            def work(ctx: JobContext) -> JobResult:
+                return run_generation(ctx, request, self.manager, self.settings, user)
+        job = Job(owner, work, description=f"{request.task}: {request.prompt[:60]}")
         return self._queue(job, f"{request.task} model={request.model or self.config.default_model}")
 
     def submit_work(self, work: Callable[[JobContext], JobResult], description: str,
@@ -82,6 +105,12 @@ class Engine:
         with generation and under the same queue limits (QueueFull). The caller checks its input first:
         nothing here validates ``work``. ``description`` goes to the audit log as it is: the kind of work
         and what it is about ("train LoRA <name>"), never a prompt."""
+        if self.worker.concurrency > 1:  # this process's device runs one such job at a time
+            inner = work
+
+            def work(ctx: JobContext) -> JobResult:
+                with self._local_device:
+                    return inner(ctx)
         return self._queue(Job(owner, work, description=description), description)
 
     def _queue(self, job: Job, what: str) -> Job:
@@ -145,3 +174,5 @@ class Engine:
     def shutdown(self) -> None:
         self.worker.stop()
         self.manager.unload_all()
+        if self.remote is not None:
+            self.remote.close()

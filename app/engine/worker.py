@@ -1,4 +1,4 @@
-"""The one thread that owns the device, and the fair queue that feeds it.
+"""The thread that owns the device, and the fair queue that feeds it.
 
 Owners (a browser session, an API client) are served in turn: the queue takes the oldest job of
 the next owner in round-robin order, so a batch of 50 from one person does not hold up a
@@ -7,6 +7,10 @@ teammate's single image. An exception in a job fails that job only; the thread l
 The queue is bounded, per owner (queued or running jobs) and for all owners together (queued
 jobs): a script that floods it is refused its next job, while other people can still queue theirs.
 Each job's cancel request and end go to the audit log (``app.audit``).
+
+With ``concurrency`` N > 1 (generation on a Ray cluster of N workers, ``app.cluster``) N threads take
+jobs from the same fair queue, so N jobs run at once, still started in the fair order and under the
+same limits. The default, 1, is one thread running one job at a time.
 """
 
 from __future__ import annotations
@@ -78,35 +82,45 @@ class FairQueue:
 
 
 class Worker:
-    """Runs jobs one at a time on its own thread. ``max_per_owner`` bounds each owner's queued or running
-    jobs, ``max_queued`` all owners' queued jobs together; None: no bound."""
+    """Runs jobs one at a time on its own thread (``concurrency`` at a time on as many threads).
+    ``max_per_owner`` bounds each owner's queued or running jobs, ``max_queued`` all owners' queued jobs
+    together; None: no bound."""
 
-    def __init__(self, max_per_owner: int | None = None, max_queued: int | None = None) -> None:
+    def __init__(self, max_per_owner: int | None = None, max_queued: int | None = None, concurrency: int = 1) -> None:
+        if concurrency < 1:
+            raise ValueError("A worker runs at least one job at a time.")
         self.max_per_owner = max_per_owner
         self.max_queued = max_queued
+        self.concurrency = concurrency
         self.queue = FairQueue()
         self._jobs: dict[str, Job] = {}
-        self._running: Job | None = None
+        self._running: list[Job] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._loop, name="lora-studio-worker", daemon=True)
-            self._thread.start()
+        with self._lock:
+            if self._threads:
+                return
+            names = ["lora-studio-worker"] if self.concurrency == 1 else \
+                [f"lora-studio-worker-{i}" for i in range(self.concurrency)]
+            self._threads = [threading.Thread(target=self._loop, name=name, daemon=True) for name in names]
+        for thread in self._threads:
+            thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
-        if self._running is not None:
-            self._running.request_cancel()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+        for job in list(self._running):
+            job.request_cancel()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self._threads = []
 
     @property
     def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return any(thread.is_alive() for thread in self._threads)
 
     def submit(self, job: Job) -> Job:
         """Queue ``job``, or raise QueueFull (nothing queued) when its owner or the queue is at its limit."""
@@ -160,20 +174,21 @@ class Worker:
         return True
 
     def _announce_positions(self) -> None:
+        busy = 1 if len(self._running) >= self.concurrency else 0  # 0 = starts as soon as a thread is free
         for position, job in enumerate(self.queue.order()):
-            job.emit("queued", position=position + (1 if self._running is not None else 0))
+            job.emit("queued", position=position + busy)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
             job = self.queue.take(timeout=0.2)
             if job is None:
                 continue
-            self._running = job
+            self._running.append(job)
             self._announce_positions()
             try:
                 self._run(job)
             finally:
-                self._running = None
+                self._running.remove(job)
                 self._forget(job)
 
     def _run(self, job: Job) -> None:

@@ -1,0 +1,156 @@
+"""The UI process's side of cluster generation: a job's work that runs on a replica of the deployment.
+
+It takes run_generation's place on the local Worker (which runs as many jobs at once as there are
+replicas): it streams the job from a replica (Serve's model multiplexing picks one that has the
+checkpoint loaded), re-emits the events on the local job, and saves each batch's pictures here, with the
+same folders, numbering and infotext as a local run, so the workers need the models but not the outputs.
+The owner's Interrupt cancels the stream, which stops the job on its replica within a step. A replica
+that dies mid-job fails that job with a message saying so; it is not retried (some of its pictures may be
+saved already, and a job that kills its worker would kill a second one). Only a job whose replica was gone
+before it started is sent once more. Serve starts a new replica in the lost one's place.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import ray
+import torch
+
+from app.cluster.messages import END, EVENT, IMAGES, WORKER, event_fields, from_png
+from app.engine.jobs import JobCancelled, JobContext, JobResult
+from app.engine.outputs import not_saved, output_folder, save_image
+from app.engine.requests import GenerationRequest
+from app.engine.tasks import GenerationSettings
+
+log = logging.getLogger(__name__)
+
+CANCEL_POLL_S = 0.05
+NOT_STARTED_RETRIES = 1  # a job whose replica was gone before it started is sent once more
+
+
+class ReplicaLostBeforeStart(RuntimeError):
+    """The replica a job was sent to was gone before it said it started: the job can be sent again."""
+
+
+class RemoteJobError(ValueError):
+    """A job that failed on its replica, or lost it; the message is for the person who ran it. A ValueError,
+    so the local worker fails the job with this message as it is."""
+
+
+class ClusterGeneration:
+    """Runs generation jobs on the deployment behind ``handle`` (``replicas`` of them at once)."""
+
+    def __init__(self, handle: Any, replicas: int, default_model: str | None,
+                 on_close: Callable[[], None] | None = None) -> None:
+        self.handle = handle
+        self.replicas = replicas
+        self.default_model = default_model
+        self._on_close = on_close
+        self._saving = threading.Lock()  # jobs running at once save into the same folders: one number each
+
+    def run(self, ctx: JobContext, request: GenerationRequest, settings: GenerationSettings,
+            user: str | None) -> JobResult:
+        for attempt in range(1 + NOT_STARTED_RETRIES):
+            try:
+                return self._follow(ctx, request, settings, user)
+            except ReplicaLostBeforeStart as exc:
+                if attempt == NOT_STARTED_RETRIES:
+                    raise RemoteJobError(f"No cluster worker could take this job ({exc}): run it again in a "
+                                         "moment, or see `ray status` on the head machine.") from None
+                log.warning("%s: its worker was gone before the job started (%s); sending it again", ctx.job.id, exc)
+        raise AssertionError("unreachable")
+
+    def _follow(self, ctx: JobContext, request: GenerationRequest, settings: GenerationSettings,
+                user: str | None) -> JobResult:
+        """Stream the job from a replica, re-emitting its events here and saving its pictures."""
+        model = request.model or self.default_model or ""
+        stream = self.handle.options(stream=True, multiplexed_model_id=model).generate.remote(request)
+        ended = threading.Event()
+        threading.Thread(target=_forward_cancel, args=(ctx, stream, ended), daemon=True,
+                         name=f"{ctx.job.id}-cancel").start()
+        worker = ""
+        result = ctx.partial = JobResult()
+        try:
+            for item in stream:
+                kind = item["kind"]
+                if kind == WORKER:
+                    worker = f"{item['worker']} ({item['device']})"
+                    result.info["worker"] = worker
+                    log.info("%s runs on worker %s", ctx.job.id, worker)
+                    ctx.emit("loading", message=f"Running on worker {worker}")
+                elif kind == EVENT:
+                    message = item.get("message") or ""
+                    if item["phase"] == "loading" and message:
+                        item = {**item, "message": f"{message} on worker {worker}"}
+                    ctx.emit(item["phase"], **event_fields(item))
+                elif kind == IMAGES:
+                    self._keep(ctx, request, settings, user, item)
+                elif kind == END:
+                    return self._end(ctx, item, worker)
+        except JobCancelled:
+            raise
+        except Exception as exc:
+            if ctx.cancel_requested:  # the cancelled stream ends with Ray's cancel error
+                raise JobCancelled("Interrupted by its owner.") from None
+            if isinstance(exc, ray.exceptions.RayError):
+                if not worker:  # nothing ran: safe to send again
+                    raise ReplicaLostBeforeStart(type(exc).__name__) from exc
+                log.warning("%s lost worker %s: %s", ctx.job.id, worker, type(exc).__name__)
+                raise RemoteJobError(
+                    f"The worker running this job ({worker}) stopped before it finished ({type(exc).__name__}): "
+                    "the job failed and was not retried; run it again. Pictures it finished before are saved. "
+                    "The other workers carry on, and Ray starts a new worker in its place.") from None
+            raise
+        finally:
+            ended.set()
+        raise RemoteJobError(f"The worker running this job ({worker or 'unknown'}) ended its stream without a result.")
+
+    def _keep(self, ctx: JobContext, request: GenerationRequest, settings: GenerationSettings, user: str | None,
+              item: dict[str, Any]) -> None:
+        """A finished batch: into the job's result and, as a local run does, saved under outputs/."""
+        result = ctx.partial
+        for data, seed, text in zip(item["images"], item["seeds"], item["infotexts"]):
+            image = from_png(data)
+            result.images.append(image)
+            result.seeds.append(seed)
+            result.infotexts.append(text)
+            if request.save:
+                folder = output_folder(settings.outputs_dir, request.task, user=user)
+                try:
+                    with self._saving:
+                        result.paths.append(save_image(image, folder, seed, text))
+                except OSError as exc:
+                    raise not_saved(exc, folder) from exc
+
+    def _end(self, ctx: JobContext, item: dict[str, Any], worker: str) -> JobResult:
+        result = ctx.partial
+        result.info.update(item["info"])
+        result.info["worker"] = worker
+        phase, message = item["phase"], item["message"]
+        log.info("%s %s on worker %s", ctx.job.id, "finished" if phase == "done" else phase, worker)
+        if phase == "done":
+            return result
+        if phase == "cancelled":
+            raise JobCancelled(message or "Interrupted by its owner.")
+        if item["out_of_memory"]:
+            raise torch.OutOfMemoryError(message)
+        if item["value_error"]:
+            raise RemoteJobError(message)
+        raise RemoteJobError(f"{item['error']}: {message} (on worker {worker})")
+
+    def close(self) -> None:
+        """The engine shuts down: ``on_close`` (launch.py's deletes the deployment, freeing its GPUs)."""
+        if self._on_close is not None:
+            self._on_close()
+
+
+def _forward_cancel(ctx: JobContext, stream: Any, ended: threading.Event) -> None:
+    """Cancel the stream once the job's owner interrupts it; the replica then stops the job within a step."""
+    while not ended.wait(CANCEL_POLL_S):
+        if ctx.cancel_requested:
+            stream.cancel()
+            return
