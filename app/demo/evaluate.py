@@ -32,6 +32,7 @@ import json
 import logging
 import random
 import shutil
+import sys
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
@@ -337,12 +338,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
     parser.add_argument("--quick", action="store_true", help="a small slice, without the LoRA part")
     parser.add_argument("--no-lora", action="store_true", help="skip training the star LoRA")
+    parser.add_argument("--restoration", action="store_true",
+                        help="instead, the restoration evaluation (app.demo.restoration_eval): noise, a hole and 2x "
+                             "down-sampling undone by the engine and by classical baselines; with --json, --quick")
     parser.add_argument("--models-dir", type=Path, default=REPO_ROOT / "models")
     parser.add_argument("--outputs-dir", type=Path, default=REPO_ROOT / "outputs")
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int | None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--restoration" in argv:  # its own figures and flags; imported here: it imports Settings from this module
+        from app.demo.restoration_eval import main as restoration_main
+
+        return restoration_main([arg for arg in argv if arg != "--restoration"])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
     budget = QUICK if args.quick else Budget()
@@ -357,7 +366,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{key:>28}: {value}")
     if args.json:
         print(json.dumps(result.figures))
+    return None
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
