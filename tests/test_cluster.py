@@ -18,8 +18,10 @@ import torch
 from PIL import Image
 
 from app.engine import Engine, EngineConfig, JobCancelled, JobFailed, JobResult, Txt2ImgRequest
+from app.engine.a1111_request import a1111_info
 from app.engine.jobs import Job, QueueFull
 from app.engine.worker import Worker
+from app.ui.progress import progress_html
 
 SMALL = dict(width=64, height=64, steps=4)
 REPLICAS = 2
@@ -219,6 +221,27 @@ def test_interrupt_stops_the_job_on_its_replica_and_only_its_owner_may(cluster, 
         time.sleep(0.5)
     assert len(stopped) == 1 and 0 <= stopped[0]["steps_after_cancel"] <= 1, statuses  # stopped within a step
     assert cluster_engine.generate(Txt2ImgRequest(prompt="after", seed=2, save=False, **SMALL), timeout=120).images
+
+
+@pytest.mark.slow
+def test_skip_reaches_the_replica_and_drops_only_the_batch_being_drawn(cluster_engine: Engine,
+                                                                      outputs_dir: Path) -> None:
+    request = Txt2ImgRequest(prompt="skipped first", seed=5, width=128, height=128, steps=100, batch_count=2)
+    job = cluster_engine.submit(request, owner="alice", user="alice")
+    for event in job.events(timeout=120):
+        if event.phase == "sampling" and (event.step or 0) >= 2 and event.batch_index == 0:
+            break
+    assert not cluster_engine.skip("bob")  # bob has no job, and cannot reach alice's
+    assert cluster_engine.skip("alice")
+    result = job.wait(240)
+    assert result.seeds == [6]  # the first batch (seed 5) was dropped mid-way; the second drawn whole
+    assert [p.name for p in result.paths] == ["00000-6.png"]
+    assert sorted(p.name for p in (outputs_dir / "alice").rglob("*.png")) == ["00000-6.png"]
+    # the person sees which worker ran it: the finished bar and the API's info name it
+    worker = result.info["worker"]
+    assert re.fullmatch(r"[^:]+:\d+ \(cpu\)", worker), worker
+    assert f"Done on worker {worker}" in progress_html(job.final_event)
+    assert a1111_info(request, result, job_timestamp="")["worker"] == worker
 
 
 @pytest.mark.slow

@@ -217,3 +217,28 @@ def test_the_star_lora_pictures_cover_the_palette_and_leave_the_evaluated_pairs_
     preserved = preserved_prompts()  # every ordinary shape in every pair, and never the star
     assert len(preserved) == len(SHAPES) * len(PALETTE) * (len(PALETTE) - 1) == len(set(preserved))
     assert not any(HELD_OUT_SHAPE in prompt for prompt in preserved)
+
+
+def test_the_star_lora_is_a_fixed_number_of_steps_and_the_same_tensors_each_run(tmp_path) -> None:
+    """The evaluation's figures must not depend on the machine: the LoRA is a step count, not a time budget,
+    and two runs write the same LoRA bit for bit."""
+    from dataclasses import replace
+
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from app.demo import BUNDLED_PATH, DEMO_MODEL
+    from app.demo.evaluate import Budget, train_star_lora
+
+    models = tmp_path / "models"
+    (models / "Stable-diffusion").mkdir(parents=True)
+    (models / "Stable-diffusion" / DEMO_MODEL).symlink_to(BUNDLED_PATH, target_is_directory=True)
+    budget = replace(Budget(), lora_steps=3, lora_images=8)
+    runs = [train_star_lora(models, tmp_path / f"out{index}", budget, f"star{index}") for index in range(2)]
+    assert [run.steps for run in runs] == [3, 3] and all(run.seconds > 0 for run in runs)
+    first, second = (load_file(models / "Lora" / f"star{index}.safetensors") for index in range(2))
+    assert first.keys() == second.keys() and len(first) > 0
+    assert all(torch.equal(first[key], second[key]) for key in first)
+    with safe_open(models / "Lora" / "star0.safetensors", "pt") as file:
+        assert file.metadata()["ss_steps"] == "3"

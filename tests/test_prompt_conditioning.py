@@ -314,7 +314,8 @@ def test_switch_counts_model_calls_as_a1111(engine: Engine) -> None:
     for index in range(5):  # the callback after call `index` prepares call index + 1
         out = switcher(None, index, None, {"prompt_embeds": stacked})
         stacked = out["prompt_embeds"]
-        used.append("a" if torch.equal(stacked[1:], first.embeds) else "b")
+        used.append("a" if torch.equal(stacked[1:], first.embeds) else "b" if torch.equal(stacked[1:], later.embeds)
+                    else "neither")
     assert used == ["a", "a", "b", "b", "b"]  # calls 1..5; call 0 was "a" from the start
     seen_steps = []
     real_encode = loaded.prompt_encoder.encode

@@ -5,7 +5,8 @@ models folder at the same path on every machine). Requests carry the checkpoint'
 multiplexed model id, so Serve routes a job to a replica that has its model loaded where it can.
 A replica runs one job at a time (``max_ongoing_requests=1``): ``generate`` streams the job's events,
 its finished pictures (PNG bytes) and its end; the pictures are saved by the UI process, not here.
-Cancelling the stream (the owner's Interrupt) sets the job's cancel flag: it stops within a step.
+Cancelling the stream (the owner's Interrupt) sets the job's cancel flag: it stops within a step; the
+owner's Skip comes through the replica's SkipMailbox (app.cluster.skip_mailbox).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 from ray import serve
 
 from app.cluster.messages import END, IMAGES, WORKER, event_item, png_bytes
+from app.cluster.skip_mailbox import SkipMailbox
 from app.engine.config import EngineConfig
 from app.engine.jobs import Job, JobCancelled, JobContext, JobEvent, JobResult
 from app.engine.manager import ModelManager
@@ -72,6 +74,7 @@ def replica_class(max_models: int) -> type:
             self.device = device_name(self.manager.device)
             self.counts = {"loads": 0, "jobs": 0, "cancelled": 0, "steps_after_cancel": -1}
             self.turn = asyncio.Lock()  # one job at a time on this replica's device
+            self.skips = SkipMailbox.remote()
 
         @serve.multiplexed(max_num_models_per_replica=max_models)
         async def checkpoint(self, name: str) -> Any:
@@ -83,9 +86,10 @@ def replica_class(max_models: int) -> type:
                 self.counts["loads"] += 1
             return loaded
 
-        async def generate(self, request: GenerationRequest) -> AsyncIterator[dict[str, Any]]:
-            """Run one job, streaming: who runs it, its events, each batch's pictures, then its end."""
-            yield {"kind": WORKER, "worker": self.worker, "device": self.device}
+        async def generate(self, request: GenerationRequest, job_id: str = "") -> AsyncIterator[dict[str, Any]]:
+            """Run one job, streaming: who runs it (and where to post its Skips), its events, each batch's
+            pictures, then its end. ``job_id``: the UI process's id of the job, the Skips' address."""
+            yield {"kind": WORKER, "worker": self.worker, "device": self.device, "skips": self.skips}
             async with self.turn:  # Serve frees an interrupted job's slot before its last step ends: wait for it
                 loop = asyncio.get_running_loop()
                 events: asyncio.Queue[JobEvent] = asyncio.Queue()
@@ -96,6 +100,7 @@ def replica_class(max_models: int) -> type:
                 if model:
                     await self.checkpoint(model)
                 running = loop.run_in_executor(None, self._execute, job, ctx, request.with_changes(save=False))
+                skipping = asyncio.ensure_future(self._pass_skips(job, job_id)) if job_id else None
                 sent = 0
                 try:
                     while True:
@@ -120,6 +125,14 @@ def replica_class(max_models: int) -> type:
                     raise
                 finally:
                     job.request_cancel()  # a stream that ended otherwise (the caller went away) stops the job too
+                    if skipping is not None:
+                        skipping.cancel()
+                        self.skips.forget.remote(job_id)
+
+        async def _pass_skips(self, job: RelayedJob, job_id: str) -> None:
+            """For as long as the job runs: each Skip posted for it skips the batch being drawn."""
+            while await self.skips.take.remote(job_id):
+                job.request_skip()
 
         def _execute(self, job: RelayedJob, ctx: JobContext, request: GenerationRequest) -> None:
             """On an executor thread: the whole generation, ending with a terminal event whatever happens."""

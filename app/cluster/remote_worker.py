@@ -4,7 +4,8 @@ It takes run_generation's place on the local Worker (which runs as many jobs at 
 replicas): it streams the job from a replica (Serve's model multiplexing picks one that has the
 checkpoint loaded), re-emits the events on the local job, and saves each batch's pictures here, with the
 same folders, numbering and infotext as a local run, so the workers need the models but not the outputs.
-The owner's Interrupt cancels the stream, which stops the job on its replica within a step. A replica
+The owner's Interrupt cancels the stream, which stops the job on its replica within a step; the owner's
+Skip is posted to the replica's mailbox (app.cluster.skip_mailbox) and skips the batch it draws. A replica
 that dies mid-job fails that job with a message saying so; it is not retried (some of its pictures may be
 saved already, and a job that kills its worker would kill a second one). Only a job whose replica was gone
 before it started is sent once more. Serve starts a new replica in the lost one's place.
@@ -22,13 +23,12 @@ import torch
 
 from app.cluster.messages import END, EVENT, IMAGES, WORKER, event_fields, from_png
 from app.engine.jobs import JobCancelled, JobContext, JobResult
-from app.engine.outputs import not_saved, output_folder, save_image
 from app.engine.requests import GenerationRequest
-from app.engine.tasks import GenerationSettings
+from app.engine.tasks import GenerationSettings, keep_picture
 
 log = logging.getLogger(__name__)
 
-CANCEL_POLL_S = 0.05
+SIGNAL_POLL_S = 0.05
 NOT_STARTED_RETRIES = 1  # a job whose replica was gone before it started is sent once more
 
 
@@ -68,10 +68,9 @@ class ClusterGeneration:
                 user: str | None) -> JobResult:
         """Stream the job from a replica, re-emitting its events here and saving its pictures."""
         model = request.model or self.default_model or ""
-        stream = self.handle.options(stream=True, multiplexed_model_id=model).generate.remote(request)
-        ended = threading.Event()
-        threading.Thread(target=_forward_cancel, args=(ctx, stream, ended), daemon=True,
-                         name=f"{ctx.job.id}-cancel").start()
+        stream = self.handle.options(stream=True, multiplexed_model_id=model).generate.remote(request, ctx.job.id)
+        signals = _OwnerSignals(ctx, stream)
+        threading.Thread(target=signals.forward, daemon=True, name=f"{ctx.job.id}-signals").start()
         worker = ""
         result = ctx.partial = JobResult()
         try:
@@ -79,6 +78,7 @@ class ClusterGeneration:
                 kind = item["kind"]
                 if kind == WORKER:
                     worker = f"{item['worker']} ({item['device']})"
+                    signals.mailbox = item["skips"]
                     result.info["worker"] = worker
                     log.info("%s runs on worker %s", ctx.job.id, worker)
                     ctx.emit("loading", message=f"Running on worker {worker}")
@@ -106,25 +106,14 @@ class ClusterGeneration:
                     "The other workers carry on, and Ray starts a new worker in its place.") from None
             raise
         finally:
-            ended.set()
+            signals.ended.set()
         raise RemoteJobError(f"The worker running this job ({worker or 'unknown'}) ended its stream without a result.")
 
     def _keep(self, ctx: JobContext, request: GenerationRequest, settings: GenerationSettings, user: str | None,
               item: dict[str, Any]) -> None:
         """A finished batch: into the job's result and, as a local run does, saved under outputs/."""
-        result = ctx.partial
         for data, seed, text in zip(item["images"], item["seeds"], item["infotexts"]):
-            image = from_png(data)
-            result.images.append(image)
-            result.seeds.append(seed)
-            result.infotexts.append(text)
-            if request.save:
-                folder = output_folder(settings.outputs_dir, request.task, user=user)
-                try:
-                    with self._saving:
-                        result.paths.append(save_image(image, folder, seed, text))
-                except OSError as exc:
-                    raise not_saved(exc, folder) from exc
+            keep_picture(ctx.partial, from_png(data), seed, text, request, settings, user, self._saving)
 
     def _end(self, ctx: JobContext, item: dict[str, Any], worker: str) -> JobResult:
         result = ctx.partial
@@ -148,9 +137,20 @@ class ClusterGeneration:
             self._on_close()
 
 
-def _forward_cancel(ctx: JobContext, stream: Any, ended: threading.Event) -> None:
-    """Cancel the stream once the job's owner interrupts it; the replica then stops the job within a step."""
-    while not ended.wait(CANCEL_POLL_S):
-        if ctx.cancel_requested:
-            stream.cancel()
-            return
+class _OwnerSignals:
+    """Passes the owner's Interrupt and Skip of one job on to its replica, until the job's stream ends."""
+
+    def __init__(self, ctx: JobContext, stream: Any) -> None:
+        self.ctx, self.stream = ctx, stream
+        self.mailbox: Any = None  # the replica's SkipMailbox, once the replica has said who it is
+        self.ended = threading.Event()
+
+    def forward(self) -> None:
+        """Interrupt cancels the stream (the replica stops the job within a step); a Skip asked for before the
+        replica is known waits for it."""
+        while not self.ended.wait(SIGNAL_POLL_S):
+            if self.ctx.cancel_requested:
+                self.stream.cancel()
+                return
+            if self.mailbox is not None and self.ctx.take_skip():
+                self.mailbox.post.remote(self.ctx.job.id)

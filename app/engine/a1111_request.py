@@ -483,6 +483,7 @@ def a1111_info(request: GenerationRequest, result: JobResult, *, job_timestamp: 
         "clip_skip": request.clip_skip,
         "is_using_inpainting_conditioning": False,
         "version": first.get("Version", version),
+        **({"worker": result.info["worker"]} if result.info.get("worker") else {}),  # a cluster's replica
     }
 
 

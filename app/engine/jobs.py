@@ -172,6 +172,12 @@ class JobContext:
 
     def check_skipped(self) -> None:
         """Raise BatchSkipped once for each skip asked for."""
+        if self.take_skip():
+            raise BatchSkipped("Skipped by its owner.")
+
+    def take_skip(self) -> bool:
+        """Whether a skip was asked for since the last call (for work that passes it on: a cluster job)."""
         if self.job._skip.is_set():
             self.job._skip.clear()
-            raise BatchSkipped("Skipped by its owner.")
+            return True
+        return False

@@ -223,16 +223,25 @@ def run_generation(ctx: JobContext, request: GenerationRequest, manager: ModelMa
                 request, seed=seed, model_name=model_display_name(loaded), model_hash=loaded.model_hash,
                 vae_name=request.vae, vae_hash=vae_hash, lora_hashes=lora_hashes, extra=extra, version=VERSION,
             )
-            result.images.append(image)
-            result.seeds.append(seed)
-            result.infotexts.append(text)
-            if request.save:
-                folder = output_folder(settings.outputs_dir, request.task, user=user)
-                try:
-                    result.paths.append(save_image(image, folder, seed, text))
-                except OSError as exc:  # a full disk, a folder it may not write: say so, not "OSError: ..."
-                    raise not_saved(exc, folder) from exc
+            keep_picture(result, image, seed, text, request, settings, user)
     return result
+
+
+def keep_picture(result: JobResult, image: Image.Image, seed: int, text: str, request: GenerationRequest,
+                 settings: GenerationSettings, user: str | None,
+                 saving: contextlib.AbstractContextManager = contextlib.nullcontext()) -> None:
+    """A finished picture: into the job's result and, when the request saves, under outputs/ (``saving``:
+    a lock, where several jobs save into the same folders at once and each needs its own number)."""
+    result.images.append(image)
+    result.seeds.append(seed)
+    result.infotexts.append(text)
+    if request.save:
+        folder = output_folder(settings.outputs_dir, request.task, user=user)
+        try:
+            with saving:
+                result.paths.append(save_image(image, folder, seed, text))
+        except OSError as exc:  # a full disk, a folder it may not write: say so, not "OSError: ..."
+            raise not_saved(exc, folder) from exc
 
 
 

@@ -38,7 +38,8 @@ def progress_html(event: JobEvent) -> str:
     if event.phase in ("decoding", "saving"):
         return _bar(1.0, html.escape(event.message) if event.message else event.phase.capitalize() + "…")
     if event.phase == "done":
-        return _bar(1.0, "Done")
+        worker = event.result.info.get("worker") if event.result is not None else None
+        return _bar(1.0, f"Done on worker {html.escape(worker)}" if worker else "Done")  # a cluster's replica
     if event.phase == "cancelled":
         return _bar(0.0, "Interrupted")
     return _bar(0.0, html.escape(event.message or event.phase))
