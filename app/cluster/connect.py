@@ -96,6 +96,6 @@ def start_cluster(args: argparse.Namespace, config: EngineConfig) -> ClusterGene
     # --device names this process's device; a replica given a GPU uses it (auto: CUDA, fp16 by default)
     handle = deploy(replace(config, device="auto") if "num_gpus" in where.actor_options else config, where)
     for status in workers(handle, where.replicas):
-        print(f"LoRA Studio worker {status['worker']} on {status['device']}", flush=True)
+        print(f"LoRA Studio worker {status['worker']} on {status['device']}, node {status['node']}", flush=True)
     atexit.register(stop)  # the server does not shut the engine down on exit: free the GPUs anyway
     return ClusterGeneration(handle, where.replicas, config.default_model, on_close=stop)

@@ -16,6 +16,7 @@ import os
 import socket
 from typing import Any, AsyncIterator
 
+import ray
 import torch
 from ray import serve
 
@@ -55,8 +56,6 @@ def worker_name() -> str:
 def device_name(device: torch.device) -> str:
     """The replica's device as people know it: the GPU's model (Ray's GPU id) or "cpu"."""
     if device.type == "cuda":
-        import ray
-
         return f"cuda ({torch.cuda.get_device_name(0)}, Ray GPU {','.join(map(str, ray.get_gpu_ids()))})"
     return device.type
 
@@ -156,7 +155,7 @@ def replica_class(max_models: int) -> type:
             """This replica's name, device and counters. ``hold_s``: stay busy that long, so that N calls made
             at once reach N different replicas (each takes one request at a time)."""
             await asyncio.sleep(hold_s)
-            return {"worker": self.worker, "device": self.device, **self.counts,
+            return {"worker": self.worker, "device": self.device, "node": ray.util.get_node_ip_address(), **self.counts,
                     "resident": [key.name for key in self.manager.resident()]}
 
     return GenerationReplica
