@@ -1,7 +1,7 @@
 """The UI process of test_cluster_nodes.py's two-machine cluster, run inside the head's network namespace
-(``ip netns exec``): it joins the cluster as ``launch.py --ray ADDRESS`` does, deploys two replicas of
-one CPU each (one per node), runs four jobs of two owners through an Engine, saves them, and prints one
-JSON line: which node each replica is on, and which worker ran each job with its saved file."""
+(``ip netns exec``): it joins the cluster and deploys with launch.py's own ``start_cluster`` (one replica
+per GPU: each node declares one), runs four jobs of two owners through an Engine, saves them, and prints
+one JSON line: which node each replica is on, and which worker ran each job with its saved file."""
 
 from __future__ import annotations
 
@@ -13,8 +13,7 @@ from pathlib import Path
 
 from ray import serve
 
-from app.cluster.connect import Placement, connect, deploy, workers
-from app.cluster.remote_worker import ClusterGeneration
+from app.cluster.connect import start_cluster, workers
 from app.engine import Engine, EngineConfig, Txt2ImgRequest
 
 REPLICAS = 2
@@ -26,16 +25,15 @@ def main() -> None:
     parser.add_argument("--address", required=True)
     parser.add_argument("--models-dir", type=Path, required=True)
     parser.add_argument("--outputs-dir", type=Path, required=True)
-    parser.add_argument("--threads", type=int, required=True, help="torch threads of each replica")
     args = parser.parse_args()
 
-    connect(args.address)
     config = EngineConfig(models_dir=args.models_dir, outputs_dir=args.outputs_dir, default_model="tiny-sd1",
                           device="cpu", preview_every=1, max_resident_models=1)
-    handle = deploy(config, Placement(REPLICAS, {"num_cpus": 1}, cpu_threads=args.threads))
+    remote = start_cluster(argparse.Namespace(ray=args.address, ray_replicas=None, ray_cpus_per_replica=1.0), config)
     try:
-        replicas = {status["worker"]: status["node"] for status in workers(handle, REPLICAS, attempts=10)}
-        engine = Engine(config, remote=ClusterGeneration(handle, REPLICAS, "tiny-sd1"))
+        assert remote.replicas == REPLICAS, remote.replicas  # one per GPU of the cluster
+        replicas = {status["worker"]: status["node"] for status in workers(remote.handle, REPLICAS, attempts=10)}
+        engine = Engine(config, remote=remote)
         try:
             jobs = [engine.submit(Txt2ImgRequest(prompt=f"a blue square {seed}", seed=seed, width=64, height=64,
                                                  steps=4), owner=owner, user=owner)

@@ -73,10 +73,15 @@ def two_nodes():
             pytest.skip(f"two-node cluster: cannot make network namespaces here ({exc.stderr.strip()})")
         token = scratch / "auth_token"  # the cluster's token, as copied to every machine; not the user's ~/.ray
         token.write_text(secrets.token_hex(32))
+        # OMP_NUM_THREADS: the replicas' torch threads, as many as this process's (a CPU's float sums depend
+        # on how they are split), where Ray would give a replica of no CPUs one
         env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token),
-               "RAY_USAGE_STATS_ENABLED": "0"}
+               "RAY_USAGE_STATS_ENABLED": "0", "OMP_NUM_THREADS": str(torch.get_num_threads())}
         ray = str(Path(sys.executable).with_name("ray"))
-        common = ["--num-cpus", "1", "--object-store-memory", str(200 * 2**20), "--disable-usage-stats"]
+        # each node declares one GPU (none is there: the replica's "auto" device falls back to the CPU), so
+        # launch.py's placement puts one replica on each, as on two machines with one card each
+        common = ["--num-cpus", "1", "--num-gpus", "1", "--object-store-memory", str(200 * 2**20),
+                  "--disable-usage-stats"]
         subprocess.run(["ip", "netns", "exec", head, ray, "start", "--head", "--node-ip-address", HEAD_IP,
                         "--port", str(PORT), "--include-dashboard=false", "--temp-dir", str(scratch / "h"), *common],
                        check=True, env=env, capture_output=True, timeout=RAY_START_TIMEOUT_S)
@@ -99,13 +104,14 @@ def test_jobs_run_on_both_machines_and_are_saved_by_the_ui_process_as_a_local_ru
     head, env = two_nodes
     outputs = tmp_path / "head-outputs"
     run = subprocess.run(["ip", "netns", "exec", head, sys.executable, str(DRIVER), "--address", f"{HEAD_IP}:{PORT}",
-                          "--models-dir", str(models_dir), "--outputs-dir", str(outputs),
-                          "--threads", str(torch.get_num_threads())],  # a CPU's float sums depend on the threads
+                          "--models-dir", str(models_dir), "--outputs-dir", str(outputs)],
                          env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-4000:]
     report = json.loads([line for line in run.stdout.splitlines() if line.startswith("{")][-1])
     replicas = report["replicas"]
     assert sorted(replicas.values()) == [HEAD_IP, NODE_IP]  # one replica on each machine
+    printed = sorted(line for line in run.stdout.splitlines() if line.startswith("LoRA Studio worker"))
+    assert printed == sorted(f"LoRA Studio worker {worker} on cpu, node {node}" for worker, node in replicas.items())
     assert {replicas[job["worker"]] for job in report["jobs"]} == {HEAD_IP, NODE_IP}  # both ran jobs
     for job in report["jobs"]:
         saved = Image.open(job["path"])
