@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from app.audit import audit
+from app.engine.batching import BatchRunner, batch_member
 from app.engine.conditioning import DEFAULT_EMPHASIS, PromptEmbeddings, PromptEncoder, prompt_token_count
 from app.engine.config import EngineConfig
 from app.engine.extras import restorer_for
@@ -49,9 +50,13 @@ class Engine:
         self.registry = ModelRegistry(config.models_dir, config.extra_checkpoints)
         self.manager = ModelManager(config, self.registry)
         self.remote = remote
-        self.worker = Worker(config.max_queue_per_user, config.max_queue, remote.replicas if remote else 1)
-        self._local_device = threading.Lock()  # with several jobs at once, local device work still takes turns
         self.settings = GenerationSettings(config.outputs_dir, config.preview_every)
+        self.batch_requests = config.batch_requests if remote is None else 1  # a cluster draws each job alone
+        if remote is not None and config.batch_requests > 1:
+            log.warning("--batch-requests is for local generation; with a cluster each job is drawn alone")
+        self.worker = Worker(config.max_queue_per_user, config.max_queue, remote.replicas if remote else 1,
+                             batch_requests=self.batch_requests, run_batch=BatchRunner(self.manager, self.settings))
+        self._local_device = threading.Lock()  # with several jobs at once, local device work still takes turns
         self.styles = StyleLibrary(config.models_dir / STYLES_FILE)
 
     def submit(self, request: GenerationRequest, owner: str = LOCAL_OWNER, user: str | None = None) -> Job:
@@ -97,6 +102,8 @@ class Engine:
             def work(ctx: JobContext) -> JobResult:
                 return run_generation(ctx, request, self.manager, self.settings, user)
         job = Job(owner, work, description=f"{request.task}: {request.prompt[:60]}")
+        if self.batch_requests > 1:
+            job.batch = batch_member(request, user, self.config.default_model)
         return self._queue(job, f"{request.task} model={request.model or self.config.default_model}")
 
     def submit_work(self, work: Callable[[JobContext], JobResult], description: str,

@@ -8,7 +8,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Hashable, Iterator, Protocol
 
 from PIL import Image
 
@@ -76,6 +76,14 @@ class JobEvent:
         return self.phase in TERMINAL_PHASES
 
 
+class Batchable(Protocol):
+    """What lets a queued job run in one batch with other queued jobs whose ``key`` is equal
+    (``app.engine.batching`` for generation; the worker only compares keys)."""
+
+    @property
+    def key(self) -> Hashable: ...
+
+
 class Job:
     """A unit of device work with an owner, an event stream and a cancel flag."""
 
@@ -91,6 +99,7 @@ class Job:
         self.final_event: JobEvent | None = None
         self.latest: JobEvent | None = None  # the newest event, for clients that poll (the REST API)
         self.latest_preview: Image.Image | None = None  # the newest live preview
+        self.batch: Batchable | None = None  # set when the job may run in one batch with others
 
     # ----- for clients ---------------------------------------------------------------------
     @property

@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from app.engine import masks, outpaint, sd_upscale
+from app.engine.conditioning import StepConditioning
 from app.engine.infotext import format_infotext
 from app.engine.jobs import BatchSkipped, JobContext, JobResult
 from app.engine.lora_runtime import ActiveLora
@@ -76,7 +77,7 @@ class StepReporter:
     ``steps_after`` (the second pass's, in the first)."""
 
     def __init__(self, ctx: JobContext, previewer: LatentPreviewer, preview_every: int, request: GenerationRequest,
-                 batch_index: int, clock: "_JobClock", steps_before: int = 0, steps_after: int = 0) -> None:
+                 batch_index: int, clock: "JobClock", steps_before: int = 0, steps_after: int = 0) -> None:
         self.ctx, self.previewer, self.preview_every = ctx, previewer, preview_every
         self.request, self.batch_index, self.clock = request, batch_index, clock
         self.steps_before, self.steps_after = steps_before, steps_after
@@ -102,7 +103,7 @@ class StepReporter:
         return callback_kwargs
 
 
-class _JobClock:
+class JobClock:
     """Measured seconds per step, for the ETA."""
 
     def __init__(self) -> None:
@@ -118,30 +119,65 @@ class _JobClock:
         return (time.monotonic() - self.start) / self.steps * remaining_steps
 
 
-def run_generation(ctx: JobContext, request: GenerationRequest, manager: ModelManager,
-                   settings: GenerationSettings, user: str | None = None) -> JobResult:
-    """Run every batch of ``request``; save and return the images (under ``outputs/<user>/`` when the job has a
-    logged-in ``user``). Each finished batch goes into ``ctx.partial`` as it is saved, so an interrupted job
-    still ends with them (as A1111 returns them)."""
-    ctx.emit("loading", message=f"Loading {request.model or manager.config.default_model}")
+@dataclass(frozen=True)
+class ModelSetup:
+    """A request's model ready to sample: checkpoint, VAE and LoRAs in place, its sampler set. Jobs
+    drawn in one batch (``app.engine.batching``) share one."""
+
+    loaded: LoadedModel
+    pipe: Any
+    vae: Any  # the request's VAE module; None: the checkpoint's own
+    prompt: str  # the request's prompt without its LoRA tags
+    loras: list[ActiveLora]
+    vae_hash: str | None
+    lora_hashes: dict[str, str]
+
+    def encode(self, manager: ModelManager, request: GenerationRequest, prompt: str) -> StepConditioning:
+        """``prompt`` (LoRA tags taken out) and the request's negative prompt, for this pipeline."""
+        assert self.loaded.prompt_encoder is not None
+        return encode_for_pipeline(self.loaded.prompt_encoder, self.pipe, manager.registry, prompt,
+                                   request.negative_prompt, request.steps, loras=self.loras,
+                                   clip_skip=request.clip_skip, emphasis=request.emphasis,
+                                   allow_pickle=manager.config.allow_pickle)
+
+    def new_result(self) -> JobResult:
+        return JobResult(info={"model": model_display_name(self.loaded), "model_hash": self.loaded.model_hash})
+
+    def infotext(self, request: GenerationRequest, seed: int, extra: dict[str, object]) -> str:
+        return format_infotext(request, seed=seed, model_name=model_display_name(self.loaded),
+                               model_hash=self.loaded.model_hash, vae_name=request.vae, vae_hash=self.vae_hash,
+                               lora_hashes=self.lora_hashes, extra=extra, version=VERSION)
+
+
+def set_up_model(request: GenerationRequest, manager: ModelManager) -> ModelSetup:
+    """Load the request's model and VAE, activate exactly its LoRAs and set its sampler."""
     loaded = manager.get(request.model)
     vae_entry = manager.registry.find_vae(request.vae) if request.vae else None
     vae = manager.vae(vae_entry, like=loaded.txt2img.vae) if vae_entry else None
     prompt, loras = resolve_loras(request, manager.registry)
     assert loaded.adapters is not None
     loaded.adapters.activate(loras)  # exactly this job's LoRAs, or the exact base model
-    ctx.check_cancelled()
-
     pipeline_task = request.task
     if loaded.is_inpainting_model:
         pipeline_task = "inpaint"  # a 9-channel model always runs its inpaint pipeline (see prepare_inputs)
     pipe = loaded.pipeline(pipeline_task, vae, request.vae)
     pipe.scheduler = make_scheduler(loaded.scheduler_config, *resolve_sampler(request.sampler, request.schedule_type))
+    return ModelSetup(loaded, pipe, vae, prompt, loras,
+                      vae_hash=manager.registry.short_hash(vae_entry) if vae_entry else None,
+                      lora_hashes={lora.name: manager.registry.lora_hash(lora.path)[:12] for lora in loras})
+
+
+def run_generation(ctx: JobContext, request: GenerationRequest, manager: ModelManager,
+                   settings: GenerationSettings, user: str | None = None) -> JobResult:
+    """Run every batch of ``request``; save and return the images (under ``outputs/<user>/`` when the job has a
+    logged-in ``user``). Each finished batch goes into ``ctx.partial`` as it is saved, so an interrupted job
+    still ends with them (as A1111 returns them)."""
+    ctx.emit("loading", message=f"Loading {request.model or manager.config.default_model}")
+    setup = set_up_model(request, manager)
+    ctx.check_cancelled()
+    loaded, pipe, loras, vae, prompt = setup.loaded, setup.pipe, setup.loras, setup.vae, setup.prompt
     previewer = previewer_for(loaded)
-    assert loaded.prompt_encoder is not None
-    conditioning = encode_for_pipeline(loaded.prompt_encoder, pipe, manager.registry, prompt, request.negative_prompt,
-                                       request.steps, loras=loras, clip_skip=request.clip_skip,
-                                       emphasis=request.emphasis, allow_pickle=manager.config.allow_pickle)
+    conditioning = setup.encode(manager, request, prompt)
     ctx.check_cancelled()
 
     seeds = job_seeds(request)
@@ -150,10 +186,8 @@ def run_generation(ctx: JobContext, request: GenerationRequest, manager: ModelMa
         request, kept = outpaint_request(request, seeds[0])
     upscaling = isinstance(request, Img2ImgRequest) and request.sd_upscaling
     inputs = PreparedInputs({}) if upscaling else prepare_inputs(request, loaded)
-    clock = _JobClock()
-    result = ctx.partial = JobResult(info={"model": model_display_name(loaded), "model_hash": loaded.model_hash})
-    vae_hash = manager.registry.short_hash(vae_entry) if vae_entry else None
-    lora_hashes = {lora.name: manager.registry.lora_hash(lora.path)[:12] for lora in loras}
+    clock = JobClock()
+    result = ctx.partial = setup.new_result()
     extra = prompt_infotext(request.prompt, request.negative_prompt, request.steps, request.emphasis, conditioning)
     if kept is not None:
         assert isinstance(request, InpaintRequest)
@@ -219,11 +253,7 @@ def run_generation(ctx: JobContext, request: GenerationRequest, manager: ModelMa
                       for image in images]
         ctx.emit("saving", batch_index=batch_index, batch_count=request.batch_count)
         for image, seed in zip(images, batch_seeds):
-            text = format_infotext(
-                request, seed=seed, model_name=model_display_name(loaded), model_hash=loaded.model_hash,
-                vae_name=request.vae, vae_hash=vae_hash, lora_hashes=lora_hashes, extra=extra, version=VERSION,
-            )
-            keep_picture(result, image, seed, text, request, settings, user)
+            keep_picture(result, image, seed, setup.infotext(request, seed, extra), request, settings, user)
     return result
 
 

@@ -11,14 +11,20 @@ Each job's cancel request and end go to the audit log (``app.audit``).
 With ``concurrency`` N > 1 (generation on a Ray cluster of N workers, ``app.cluster``) N threads take
 jobs from the same fair queue, so N jobs run at once, still started in the fair order and under the
 same limits. The default, 1, is one thread running one job at a time.
+
+With ``batch_requests`` N > 1 (one thread only) the thread takes, with each job it starts, up to N - 1
+more queued jobs whose ``Job.batch`` key equals its own, in the fair order, and hands them all to
+``run_batch`` (``app.engine.batching``): one batch, each job with its own events and end.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -55,6 +61,30 @@ class FairQueue:
                 self._by_owner[owner] = jobs
             return job
 
+    def take_along(self, limit: int, fits: Callable[[Job], bool]) -> list[Job]:
+        """Up to ``limit`` queued jobs that ``fits``, in the fair order, never ahead of an earlier job of the
+        same owner (a person's jobs start in the order they were queued); their owners go to the back."""
+        with self._cond:
+            taken: list[Job] = []
+            passed: set[str] = set()  # owners whose next job does not fit
+            for job in self.order():
+                if len(taken) >= limit:
+                    break
+                if job.owner in passed:
+                    continue
+                if fits(job):
+                    taken.append(job)
+                else:
+                    passed.add(job.owner)
+            for job in taken:
+                jobs = self._by_owner[job.owner]
+                jobs.remove(job)
+                if jobs:
+                    self._by_owner.move_to_end(job.owner)
+                else:
+                    del self._by_owner[job.owner]
+            return taken
+
     def remove(self, job: Job) -> bool:
         with self._cond:
             jobs = self._by_owner.get(job.owner)
@@ -84,14 +114,22 @@ class FairQueue:
 class Worker:
     """Runs jobs one at a time on its own thread (``concurrency`` at a time on as many threads).
     ``max_per_owner`` bounds each owner's queued or running jobs, ``max_queued`` all owners' queued jobs
-    together; None: no bound."""
+    together; None: no bound. ``batch_requests`` > 1: up to that many jobs of one batch key run as one
+    batch through ``run_batch``, which ends each job it runs and returns those it leaves to run alone."""
 
-    def __init__(self, max_per_owner: int | None = None, max_queued: int | None = None, concurrency: int = 1) -> None:
+    def __init__(self, max_per_owner: int | None = None, max_queued: int | None = None, concurrency: int = 1,
+                 batch_requests: int = 1, run_batch: Callable[[list[JobContext]], list[Job]] | None = None) -> None:
         if concurrency < 1:
             raise ValueError("A worker runs at least one job at a time.")
+        if batch_requests < 1:
+            raise ValueError("A batch holds at least one job.")
+        if batch_requests > 1 and (concurrency > 1 or run_batch is None):
+            raise ValueError("Batching needs one worker thread and a run_batch.")
         self.max_per_owner = max_per_owner
         self.max_queued = max_queued
         self.concurrency = concurrency
+        self.batch_requests = batch_requests
+        self.run_batch = run_batch
         self.queue = FairQueue()
         self._jobs: dict[str, Job] = {}
         self._running: list[Job] = []
@@ -183,42 +221,82 @@ class Worker:
             job = self.queue.take(timeout=0.2)
             if job is None:
                 continue
-            self._running.append(job)
+            group = [job] + self._batch_mates(job)
+            self._running.extend(group)
             self._announce_positions()
             try:
-                self._run(job)
+                for alone in self._run_batch(group) if len(group) > 1 else group:
+                    self._run(alone)
             finally:
-                self._running.remove(job)
+                for member in group:
+                    self._running.remove(member)
                 self._forget(job)
+
+    def _batch_mates(self, job: Job) -> list[Job]:
+        """Queued jobs that may run in one batch with ``job`` (none unless batching is on)."""
+        if self.batch_requests <= 1 or job.batch is None:
+            return []
+        key = job.batch.key
+        return self.queue.take_along(self.batch_requests - 1, lambda other: other.batch is not None
+                                     and other.batch.key == key and not other.cancel_requested)
 
     def _run(self, job: Job) -> None:
         context = JobContext(job)
-        started = time.monotonic()
-        error = ""  # the kind of error a failed job met, for the audit log (its message may quote the request)
-        try:
+        with self._ending([context]):
             if job.cancel_requested:
                 raise JobCancelled("Cancelled before it started.")
             result = job.run(context)
             job.emit("done", result=result)
+
+    def _run_batch(self, jobs: list[Job]) -> list[Job]:
+        """Run ``jobs`` as one batch; return those the batch left to run alone."""
+        assert self.run_batch is not None
+        contexts = [JobContext(job) for job in jobs]
+        with self._ending(contexts):
+            alone = self.run_batch(contexts)
+            if any(not job.finished and job not in alone for job in jobs):
+                raise RuntimeError("the batch left a job neither ended nor to run alone")
+            return alone
+        return []  # the batch failed: every job of it has ended
+
+    @contextlib.contextmanager
+    def _ending(self, contexts: list[JobContext]) -> Iterator[None]:
+        """End each job of ``contexts`` that has not ended when the block raises, as the error says (it
+        fails those jobs only; the worker lives on); audit each job that ended."""
+        started = time.monotonic()
+        error = ""  # the kind of error a failed job met, for the audit log (its message may quote the request)
+
+        def running() -> list[JobContext]:
+            return [ctx for ctx in contexts if not ctx.job.finished]
+
+        try:
+            yield
         except JobCancelled as exc:
-            log.info("%s cancelled: %s", job.id, exc)
-            job.emit("cancelled", message=str(exc), result=context.partial)
+            for ctx in running():
+                log.info("%s cancelled: %s", ctx.job.id, exc)
+                ctx.emit("cancelled", message=str(exc), result=ctx.partial)
         except torch.OutOfMemoryError as exc:
-            log.error("%s ran out of device memory: %s", job.id, exc)
+            log.error("%s ran out of device memory: %s", _ids(running()), exc)
             error = "out of device memory"
             free_device_memory()
-            job.emit("failed", message="Out of device memory: try a smaller size or batch, or fp16.")
+            for ctx in running():
+                ctx.emit("failed", message="Out of device memory: try a smaller size or batch, or fp16.")
         except ValueError as exc:  # bad input found while running (e.g. a model that does not fit)
-            log.warning("%s failed: %s", job.id, exc)
+            log.warning("%s failed: %s", _ids(running()), exc)
             error = type(exc).__name__
-            job.emit("failed", message=str(exc))
-        except Exception as exc:  # anything else fails this job only; the worker lives on
-            log.exception("%s failed", job.id)
+            for ctx in running():
+                ctx.emit("failed", message=str(exc))
+        except Exception as exc:
+            log.exception("%s failed", _ids(running()))
             error = type(exc).__name__
             free_device_memory()
-            job.emit("failed", message=f"{type(exc).__name__}: {exc}")
+            for ctx in running():
+                ctx.emit("failed", message=f"{type(exc).__name__}: {exc}")
         finally:
-            _audit_end(job, time.monotonic() - started, error)
+            for ctx in contexts:
+                final = ctx.job.final_event
+                if final is not None:  # a job a batch left to run alone is audited when it ends
+                    _audit_end(ctx.job, max(0.0, final.time - started), error if final.phase == "failed" else "")
 
     def _forget(self, job: Job) -> None:
         """Drop the oldest finished jobs once many have piled up (recent ones stay queryable)."""
@@ -226,6 +304,10 @@ class Worker:
             finished = [jid for jid, j in self._jobs.items() if j.finished]
             for jid in finished[: max(0, len(finished) - KEEP_FINISHED_JOBS)]:
                 del self._jobs[jid]
+
+
+def _ids(contexts: list[JobContext]) -> str:
+    return ", ".join(ctx.job.id for ctx in contexts)
 
 
 def _audit_end(job: Job, seconds: float, error: str) -> None:
