@@ -9,6 +9,8 @@ from pathlib import Path
 log = logging.getLogger("lora_studio")
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# app.engine.config.COMPILE_MODES, spelled out: --help must work before torch is installed
+COMPILE_MODE_CHOICES = ["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,6 +60,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--attention", choices=["sdpa", "xformers"], default="sdpa",
                         help="attention kernels: PyTorch SDPA (default) or xformers (CUDA only, "
                              "needs the 'xformers' extra installed)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the UNet and VAE decoder: faster sampling on a GPU after a compile of "
+                             "each new size (batches padded to 1, 2, 4, 8...); LoRA swaps do not recompile")
+    parser.add_argument("--compile-mode", choices=COMPILE_MODE_CHOICES, default="reduce-overhead",
+                        help="torch.compile mode with --compile (default reduce-overhead: CUDA graphs)")
+    parser.add_argument("--channels-last", action="store_true",
+                        help="UNet and VAE in channels_last memory format (faster convolutions on most GPUs)")
+    parser.add_argument("--fuse-qkv", action="store_true",
+                        help="fuse each attention's query/key/value projections into one matrix product "
+                             "(diffusers' own; LoRAs still apply)")
     parser.add_argument("--max-models", type=int, default=1,
                         help="how many checkpoints stay loaded at once (default 1)")
     parser.add_argument("--lora-cache-mb", type=int, default=1024,
@@ -71,6 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="jobs waiting for the GPU, all users together; the next is refused. Each waiting job "
                              "holds its request (input images too) in memory, and with many users the per-user "
                              "limit alone does not bound that (default 200)")
+    parser.add_argument("--batch-requests", type=_at_least_one, default=1, metavar="N",
+                        help="draw up to N queued txt2img jobs (of any users) as one batch when they share model, "
+                             "VAE, size, sampler, steps, CFG, clip skip and LoRAs and use no hires fix, tiling, "
+                             "face restoration, batch count or prompt editing; each keeps its seed, prompt, "
+                             "progress, cancel and files. Faster on a GPU when several people queue; not with "
+                             "--ray (default 1: each job alone)")
     parser.add_argument("--no-api", action="store_true",
                         help="do not serve A1111's REST API (/sdapi/v1); it is on by default, on the UI's port")
     parser.add_argument("--insecure-open-api", action="store_true",
@@ -112,7 +130,9 @@ def engine_config_from_args(args: argparse.Namespace):
         device=args.device, dtype=args.dtype, attention=args.attention,
         max_resident_models=args.max_models, allow_pickle=args.allow_pickle, extra_checkpoints=extra,
         lora_cache_mb=args.lora_cache_mb, max_loaded_loras=args.max_loras,
-        max_queue_per_user=args.max_queue_per_user, max_queue=args.max_queue,
+        max_queue_per_user=args.max_queue_per_user, max_queue=args.max_queue, batch_requests=args.batch_requests,
+        compile=args.compile, compile_mode=args.compile_mode, channels_last=args.channels_last,
+        fuse_qkv=args.fuse_qkv,
     )
 
 

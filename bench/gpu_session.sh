@@ -3,6 +3,7 @@
 #   bash bench/gpu_session.sh benches   # engine_overhead, lora_swap and train_throughput, SD 1.5 arch
 #   bash bench/gpu_session.sh demo      # python -m app.demo.build on the GPU (after a determinism check), packed for the trip back
 #   bash bench/gpu_session.sh star      # bench/star_lora_sweep.py side by side, one run per line of bench/star_runs.txt
+#   bash bench/gpu_session.sh speed     # bench/gpu_speed.py: plain diffusers vs the engine and its speed settings (~8 min)
 # Packages the image lacks (or has in other versions) travel as wheels in .whl/ and go to /tmp/site.
 # Logs and results land in $OUT (default: ./gpu-out).
 set -u
@@ -42,6 +43,10 @@ case "${1:-benches}" in
     if [ -f /tmp/demo-build/demo-shapes/build_info.json ]; then
       tar -C /tmp/demo-build -czf /tmp/demo-shapes.tar.gz demo-shapes && split -b 15M /tmp/demo-shapes.tar.gz "$OUT/demo-shapes.tar.gz.part-"
     fi
+    ;;
+  speed)  # phases starting after SPEED_DEADLINE seconds are skipped (null figures); the whole run is cut at SPEED_LIMIT
+    bench gpu_speed "${SPEED_LIMIT:-470}" --compile-mode "${COMPILE_MODE:-reduce-overhead}" --deadline-s "${SPEED_DEADLINE:-330}"
+    grep '^\[' "$OUT/gpu_speed.log" | tail -40
     ;;
   star)  # each line of $STAR_RUNS: NAME JSON; logs gathered into two files (few files come back)
     mkdir -p /tmp/star-logs

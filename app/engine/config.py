@@ -11,6 +11,7 @@ import torch
 DeviceChoice = Literal["auto", "cpu", "cuda", "mps"]
 DtypeChoice = Literal["auto", "fp32", "fp16", "bf16"]
 AttentionChoice = Literal["sdpa", "xformers"]
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's
 
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -31,10 +32,22 @@ class EngineConfig:
     max_loaded_loras: int = 8  # adapters kept on each loaded pipeline
     max_queue_per_user: int = 20  # jobs one owner may have queued or running; the next is refused
     max_queue: int = 200  # jobs waiting for the worker, all owners together; the next is refused
+    batch_requests: int = 1  # queued txt2img jobs of one model, size, sampler and steps drawn as one batch; 1 = off
+    compile: bool = False  # torch.compile the UNet and VAE decoder (app.engine.speed): static shapes, batch buckets
+    compile_mode: str = "reduce-overhead"  # one of COMPILE_MODES
+    channels_last: bool = False  # UNet and VAE in channels_last memory format
+    fuse_qkv: bool = False  # diffusers' fused QKV projections (kept in step with LoRA swaps)
+    compile_backend: str = "inductor"  # torch.compile backend (tests count recompilations with "eager")
 
     def __post_init__(self) -> None:
         if self.max_queue_per_user < 1 or self.max_queue < 1:
             raise ValueError("The queue limits (--max-queue-per-user, --max-queue) must be at least 1.")
+        if self.batch_requests < 1:
+            raise ValueError("--batch-requests must be at least 1 (1: each job drawn alone).")
+        if self.compile_mode not in COMPILE_MODES:
+            raise ValueError(f"--compile-mode {self.compile_mode!r} is not one of {', '.join(COMPILE_MODES)}.")
+        if self.fuse_qkv and self.attention == "xformers":
+            raise ValueError("--fuse-qkv uses diffusers' fused SDPA attention; it cannot go with --attention xformers.")
 
     def resolved_device(self) -> torch.device:
         if self.device == "auto":

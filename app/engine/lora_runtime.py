@@ -4,9 +4,12 @@
   byte budget), so using a LoRA again costs no disk read.
 - ``PipelineAdapters`` keeps up to N adapters loaded on one pipeline's UNet and text encoders
   (peft, through diffusers' ``load_lora_weights``; least recently used deleted), and makes a job's
-  set active: ``set_adapters`` with its weights, then ``fuse_lora`` so sampling runs at base speed.
-  Before fusing it copies the weights it is about to change; restoring copies them back, so the
-  base model comes back bit for bit (unfusing by subtraction would not).
+  set active: each adapter's scale set to its weight, then its delta merged into the base weights in
+  place, so sampling runs at base speed. peft's layers keep their adapters disabled and never merged
+  in peft's bookkeeping: their forward is their base layer's, in one state whichever LoRAs are merged,
+  so a torch.compile'd UNet sees no change and does not recompile (app.engine.speed). Before merging it
+  copies the weights it is about to change; restoring copies them back, so the base model comes back
+  bit for bit (unmerging by subtraction would not).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import logging
 import threading
 import warnings
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,6 +119,8 @@ class PipelineAdapters:
         self._saved_weights: dict[torch.nn.Parameter, torch.Tensor] = {}
         self._enabled: dict[int, bool] = {}  # id(layer) -> adapters enabled; emptied when diffusers loads/deletes
         self.loads = 0
+        # Told which layers' weights changed after each swap (fused QKV projections copy them again).
+        self.on_weights_changed: Callable[[list[torch.nn.Module]], None] | None = None
 
     # ----- public ------------------------------------------------------------------------
     @property
@@ -139,37 +144,45 @@ class PipelineAdapters:
             for key in wanted_keys:
                 self._loaded.move_to_end(key)
             return
-        self.restore_base()
+        restored = self._restore()
         names = [self._ensure_loaded(lora, key, keep=wanted_keys) for key, lora in zip(wanted_keys, loras)]
         fused_layers = list({id(layer): layer for name in names for layer in self._layers[name]}.values())
-        # A layer outside the job's set has its adapters disabled: it runs its base layer only, exactly.
-        self._enable_only(fused_layers)
-        if not names:
-            return
-        self._save_weights(fused_layers)
-        with torch.no_grad():
-            for name, lora in zip(names, loras):
-                for layer in self._layers[name]:
-                    layer.set_scale(name, lora.weight)  # weight * alpha / rank
-            for layer in fused_layers:
-                layer.merge(adapter_names=[name for name in names if name in layer.lora_A])
-        self._fused = tuple(zip(names, (lora.weight for lora in loras)))
+        # Every layer runs its base layer only (adapters disabled): the job's LoRAs are merged into it.
+        self._enable_only([])
+        if names:
+            self._save_weights(fused_layers)
+            with torch.no_grad():
+                for name, lora in zip(names, loras):
+                    for layer in self._layers[name]:
+                        layer.set_scale(name, lora.weight)  # weight * alpha / rank
+                for layer in fused_layers:
+                    for name in names:
+                        if name in layer.lora_A:
+                            _merge_into_base(layer, name)
+            self._fused = tuple(zip(names, (lora.weight for lora in loras)))
+        self._notify(restored + fused_layers)
 
     def restore_base(self) -> None:
-        """Unmerge (peft's bookkeeping), then copy back the exact base weights saved before merging:
-        subtracting the merged delta alone would leave rounding errors behind."""
+        """Copy back the exact base weights saved before merging: subtracting the merged delta would
+        leave rounding errors behind."""
+        self._notify(self._restore())
+
+    # ----- internals ---------------------------------------------------------------------
+    def _restore(self) -> list[BaseTunerLayer]:
         if not self._fused:
-            return
-        layers = {id(layer): layer for name, _ in self._fused for layer in self._layers[name]}.values()
+            return []
+        layers = list({id(layer): layer for name, _ in self._fused for layer in self._layers[name]}.values())
         with torch.no_grad():
             for layer in layers:
-                if layer.merged:
-                    layer.unmerge()
                 for parameter in _base_parameters(layer):
                     parameter.copy_(self._saved_weights[parameter])
         self._fused = ()
+        return layers
 
-    # ----- internals ---------------------------------------------------------------------
+    def _notify(self, layers: list[BaseTunerLayer]) -> None:
+        if layers and self.on_weights_changed is not None:
+            self.on_weights_changed(list(layers))
+
     def _enable_only(self, layers: list[BaseTunerLayer]) -> None:
         wanted = {id(layer) for layer in layers}
         for layer in {id(layer): layer for group in self._layers.values() for layer in group}.values():
@@ -233,6 +246,18 @@ class PipelineAdapters:
                 for parameter in _base_parameters(layer):
                     if parameter not in self._saved_weights:
                         self._saved_weights[parameter] = parameter.detach().clone()
+
+
+def _merge_into_base(layer: BaseTunerLayer, name: str) -> None:
+    """Add adapter ``name``'s delta (at its scale) to the base layer's weights in place, as peft's
+    ``merge`` does, but leaving peft's bookkeeping (``merged_adapters``) untouched."""
+    base = layer.get_base_layer()
+    if name in getattr(layer, "lora_variant", {}):  # DoRA and other variants merge their own way
+        layer.lora_variant[name].merge_unsafe(layer, name, base.weight)
+    else:
+        base.weight.data += layer.get_delta_weight(name).to(base.weight.dtype)
+    if getattr(layer, "lora_bias", {}).get(name) and base.bias is not None:
+        base.bias.data += (layer.lora_B[name].bias * layer.scaling[name]).to(base.bias.dtype)
 
 
 def _base_parameters(layer: BaseTunerLayer) -> list[torch.nn.Parameter]:

@@ -30,6 +30,7 @@ from app.engine.config import EngineConfig
 from app.engine.face_restore import FaceRestorerLibrary
 from app.engine.lora_runtime import LoraTensorCache, PipelineAdapters
 from app.engine.registry import ModelEntry, ModelRegistry
+from app.engine.speed import SpeedSettings, SpeedState, apply_speed
 from app.engine.tokenizers import clip_tokenizer
 from app.engine.upscalers import UpscalerLibrary
 
@@ -60,6 +61,7 @@ class LoadedModel:
     scheduler_config: dict = field(default_factory=dict)  # as loaded; samplers are built from it
     adapters: PipelineAdapters | None = None  # LoRAs on this model's modules (shared by every variant)
     prompt_encoder: PromptEncoder | None = None  # A1111 prompts -> conditioning, with its cache
+    speed: SpeedState | None = None  # compile / channels_last / fused QKV, applied once at load (app.engine.speed)
     _variants: dict[tuple[str, str | None], DiffusionPipeline] = field(default_factory=dict)
 
     @property
@@ -155,6 +157,7 @@ class ModelManager:
             loaded = LoadedModel(key, entry, pipe, self.registry.short_hash(entry), dict(pipe.scheduler.config))
             loaded.adapters = PipelineAdapters(pipe, self.lora_cache, self.config.max_loaded_loras, loaded.family,
                                                entry.name)
+            loaded.speed = self._apply_speed(pipe, loaded.adapters)
             loaded.prompt_encoder = PromptEncoder(pipe, loaded.family)
             self._models[key] = loaded
             return loaded
@@ -219,6 +222,15 @@ class ModelManager:
         self._set_attention(pipe)
         pipe.set_progress_bar_config(disable=True)
         return pipe
+
+    def _apply_speed(self, pipe: DiffusionPipeline, adapters: PipelineAdapters) -> SpeedState | None:
+        """The speed settings, once per loaded model: its task variants share the modules changed here."""
+        settings = SpeedSettings.from_config(self.config)
+        if not settings.any:
+            return None
+        state = apply_speed(pipe, settings)
+        adapters.on_weights_changed = state.weights_changed
+        return state
 
     def _read(self, entry: ModelEntry) -> DiffusionPipeline:
         return read_pipeline(entry, self.dtype, allow_pickle=self.config.allow_pickle)

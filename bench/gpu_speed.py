@@ -1,0 +1,368 @@
+"""GPU speed (issue 23): plain diffusers against LoRA Studio's engine, at its defaults and with the speed
+settings, in one process and one run.
+
+    .venv/bin/python bench/gpu_speed.py [--quick] [--compile-mode reduce-overhead] [--deadline-s 420]
+
+- plain: ``StableDiffusionPipeline`` / ``StableDiffusionXLPipeline`` as a user writes it: fp16, SDPA (the
+  default), Euler a from the scheduler's config, ``pipe(prompt, ...)``.
+- engine: ``Engine.generate`` at the engine's defaults (previews every 2 steps, no file written).
+- channels_last, fuse_qkv: the engine with that one setting.
+- fast: the engine with ``compile``, ``channels_last`` and ``fuse_qkv`` (and ``batch_requests=4`` where the
+  engine has it); ``compile_s`` is the first job's extra time per shape (batch 1, batch 4).
+- it/s is the UNet's denoising loop only: from the start of the first UNet call to the end of the last of a
+  job, timed with CUDA events recorded by hooks on the UNet (time.perf_counter on the CPU); ``s_per_image``
+  is the whole job (prompt encoding and VAE decode included) divided by its images.
+- LoRA: two rank-16 LoRAs on every attention and MLP layer, switched on the fast engine: the switch's time
+  and the graphs dynamo compiled while switching among them and none (``recompiles_on_lora_switch``).
+- batched: 4 queued jobs of 4 owners drawn as one batch, against the same 4 one after another (null when
+  the engine has no ``batch_requests``).
+
+SD 1.5 at 512x512 and SDXL at 1024x1024, 20 steps, CFG 7, batch 1 and 4 (SDXL: 1). ``--quick`` runs tiny
+models at 64x64 and 4 steps, on the CPU in a couple of minutes: a rehearsal before any GPU time is spent.
+Phases past ``--deadline-s`` are skipped (their figures null); on SIGTERM (``timeout``) the run stops and
+still prints what it measured. Prints its figures, then one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import gc
+import json
+import os
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import app  # noqa: F401  (first: it makes torchvision importable before diffusers imports it)
+import diffusers
+import torch
+from diffusers import DiffusionPipeline, EulerAncestralDiscreteScheduler
+
+from app.engine import Engine, EngineConfig, Txt2ImgRequest
+from app.engine.speed import compiled_graphs
+from app.engine.tiny import build_tiny_pipeline
+from lora_swap import timed_on_worker_ms, write_lora
+from random_sd15 import build_sd15
+from random_sdxl import build_sdxl
+
+PROMPT = "a photograph of an astronaut riding a horse on the moon, highly detailed"
+Figures = dict[str, float | None]
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="tiny models, 64x64, 4 steps (a CPU rehearsal)")
+    parser.add_argument("--compile-mode", default="reduce-overhead")
+    parser.add_argument("--steps", type=int, default=None, help="default 20 (--quick: 4)")
+    parser.add_argument("--runs", type=int, default=None, help="timed jobs per figure (default 3; --quick: 2)")
+    parser.add_argument("--no-sdxl", action="store_true")
+    parser.add_argument("--deadline-s", type=float, default=None, help="skip phases that start later than this")
+    return parser.parse_args()
+
+
+class LoopTimer:
+    """Times a module's calls from hooks: the span from the first call's start to the last call's end."""
+
+    def __init__(self, module: torch.nn.Module, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self.marks: list = []
+        self.handles = [module.register_forward_pre_hook(self._mark), module.register_forward_hook(self._mark)]
+
+    @torch.compiler.disable
+    def _mark(self, *_) -> None:
+        if self.cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            self.marks.append(event)
+        else:
+            self.marks.append(time.perf_counter())
+
+    def take(self) -> tuple[int, float]:
+        """(calls, seconds) since the last take."""
+        marks, self.marks = self.marks, []
+        if self.cuda:
+            marks[-1].synchronize()
+            seconds = marks[0].elapsed_time(marks[-1]) / 1000
+        else:
+            seconds = marks[-1] - marks[0]
+        return len(marks) // 2, seconds
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+def measure(job: Callable[[], None], timer: LoopTimer, images: int, runs: int, sync: Callable[[], None]) -> Figures:
+    """Warm-up job, then ``runs`` jobs: median UNet it/s and seconds per image."""
+    job()
+    sync()
+    timer.take()
+    rates, seconds = [], []
+    for _ in range(runs):
+        start = time.perf_counter()
+        job()
+        sync()
+        seconds.append((time.perf_counter() - start) / images)
+        calls, loop_s = timer.take()
+        rates.append(calls / loop_s)
+    return {"it_s": round(statistics.median(rates), 2), "s_per_image": round(statistics.median(seconds), 4)}
+
+
+class Cut(Exception):
+    """SIGTERM arrived: stop measuring, report what is there."""
+
+
+def _cut(*_) -> None:
+    raise Cut
+
+
+class Deadline:
+    def __init__(self, seconds: float | None) -> None:
+        self.start, self.seconds = time.perf_counter(), seconds
+
+    def passed(self, phase: str) -> bool:
+        late = self.seconds is not None and time.perf_counter() - self.start > self.seconds
+        if late:
+            print(f"-- {phase}: skipped (past --deadline-s)", flush=True)
+        return late
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
+        self.steps = args.steps or (4 if args.quick else 20)
+        self.runs = args.runs or (2 if args.quick else 3)
+        self.workdir = Path(tempfile.mkdtemp(prefix="bench-speed-"))
+        self.models_dir = self.workdir / "models"
+        self.deadline = Deadline(args.deadline_s)
+        self.has_batching = "batch_requests" in {f.name for f in dataclasses.fields(EngineConfig)}
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def log(self, text: str) -> None:
+        print(f"[{time.perf_counter() - self.deadline.start:6.1f} s] {text}", flush=True)
+
+    # ----- models ------------------------------------------------------------------------------
+    def build(self, arch: str) -> str:
+        start = time.perf_counter()
+        if self.args.quick:
+            name = f"tiny-{arch}"
+            build_tiny_pipeline("sdxl" if arch == "sdxl" else "sd1").to(dtype=self.dtype).save_pretrained(
+                self.models_dir / "Stable-diffusion" / name)
+        elif arch == "sdxl":
+            name = build_sdxl(self.models_dir, self.dtype, self.device)
+        else:
+            name = build_sd15(self.models_dir, self.dtype)
+        self.log(f"built {name} in {time.perf_counter() - start:.1f} s")
+        return name
+
+    # ----- plain diffusers -----------------------------------------------------------------------
+    def plain(self, name: str, size: int, batches: list[int]) -> dict[str, Figures]:
+        pipe = DiffusionPipeline.from_pretrained(self.models_dir / "Stable-diffusion" / name, dtype=self.dtype)
+        pipe.to(self.device)
+        pipe.scheduler = EulerAncestralDiscreteScheduler.from_config(pipe.scheduler.config)
+        pipe.set_progress_bar_config(disable=True)
+        timer = LoopTimer(pipe.unet, self.device)
+        figures = {}
+        for batch in batches:
+            def job(batch: int = batch) -> None:
+                pipe(PROMPT, num_inference_steps=self.steps, guidance_scale=7.0, width=size, height=size,
+                     num_images_per_prompt=batch, generator=torch.Generator(self.device).manual_seed(1))
+            figures[f"b{batch}"] = measure(job, timer, batch, self.runs, self.sync)
+            self.log(f"plain {name} b{batch}: {figures[f'b{batch}']}")
+        timer.remove()
+        return figures  # the pipeline goes with this frame; the caller frees its memory
+
+    # ----- the engine ----------------------------------------------------------------------------
+    def engine(self, name: str, **settings) -> Engine:
+        return Engine(EngineConfig(models_dir=self.models_dir, outputs_dir=self.workdir / "outputs",
+                                   default_model=name, device=self.device.type, dtype=_dtype_name(self.dtype),
+                                   **settings))
+
+    def request(self, size: int, batch: int = 1, seed: int = 1, prompt: str = PROMPT) -> Txt2ImgRequest:
+        return Txt2ImgRequest(prompt=prompt, steps=self.steps, cfg_scale=7.0, sampler="Euler a", width=size,
+                              height=size, batch_size=batch, seed=seed, save=False)
+
+    def engine_figures(self, engine: Engine, name: str, size: int, batches: list[int], label: str,
+                       compile_s: dict | None = None) -> dict[str, Figures]:
+        timer = LoopTimer(engine.manager.get(name).txt2img.unet, self.device)
+        figures = {}
+        for batch in batches:
+            if compile_s is not None:  # the first job of a shape compiles: its extra time against a warm job
+                first = self.timed(lambda: engine.generate(self.request(size, batch)))
+                warm = self.timed(lambda: engine.generate(self.request(size, batch)))
+                compile_s[f"b{batch}"] = round(first - warm, 1)
+            figures[f"b{batch}"] = measure(lambda b=batch: engine.generate(self.request(size, b)), timer, batch,
+                                           self.runs, self.sync)
+            self.log(f"{label} {name} b{batch}: {figures[f'b{batch}']}"
+                     + (f", compile {compile_s[f'b{batch}']} s" if compile_s is not None else ""))
+        timer.remove()
+        return figures
+
+    def timed(self, fn: Callable[[], object]) -> float:
+        self.sync()
+        start = time.perf_counter()
+        fn()
+        self.sync()
+        return time.perf_counter() - start
+
+    def fast_settings(self) -> dict:
+        settings = dict(compile=True, compile_mode=self.args.compile_mode, channels_last=True, fuse_qkv=True)
+        if self.has_batching:
+            settings["batch_requests"] = 4
+        return settings
+
+    # ----- LoRA switching and batching on the fast engine ---------------------------------------
+    def lora_switch(self, engine: Engine, name: str, size: int) -> dict:
+        from app.engine.lora_runtime import ActiveLora
+
+        loaded = engine.manager.get(name)
+        adapters = loaded.adapters
+        assert adapters is not None
+        paths = [self.models_dir / "Lora" / f"speed-{i}.safetensors" for i in range(2)]
+        for i, path in enumerate(paths):
+            write_lora(loaded.txt2img.unet, path, 16, seed=i)
+        loras = [ActiveLora(p.stem, p, engine.registry.lora_info(p), 1.0) for p in paths]
+        prompts = [PROMPT, f"{PROMPT} <lora:speed-0:1>", f"{PROMPT} <lora:speed-1:1>",
+                   f"{PROMPT} <lora:speed-0:0.5> <lora:speed-1:0.5>"]
+        start_graphs = compiled_graphs()
+        for prompt in prompts:  # first use: loads each LoRA (peft wraps layers, which may compile once)
+            engine.generate(self.request(size, prompt=prompt))
+        load_graphs = compiled_graphs() - start_graphs
+        before = compiled_graphs()
+        switches = [timed_on_worker_ms(engine, lambda s=s: adapters.activate(s), self.device)
+                    for s in ([loras[0]], [loras[1]], [], [loras[0]], [loras[1]], [], [loras[0], loras[1]], [])]
+        for prompt in prompts[1:] + prompts[:1] + prompts[2:]:
+            engine.generate(self.request(size, prompt=prompt))
+        figures = {"recompiles_on_lora_switch": compiled_graphs() - before, "graphs_on_first_lora_load": load_graphs,
+                   "lora_switch_ms": round(statistics.median(switches), 2), "lora_switch_max_ms": round(max(switches), 2)}
+        self.log(f"LoRA switching: {figures}")
+        return figures
+
+    def batched(self, engine: Engine, size: int) -> dict:
+        requests = [self.request(size, seed=10 + i) for i in range(4)]
+
+        def one_after_another() -> None:
+            for i, request in enumerate(requests):
+                engine.generate(request, owner=f"user-{i}")
+
+        def queued_together() -> None:
+            jobs = [engine.submit(request, owner=f"user-{i}") for i, request in enumerate(requests)]
+            for job in jobs:
+                job.wait(600)
+
+        queued_together()  # warm: the batch's shapes
+        sequential = statistics.median(self.timed(one_after_another) for _ in range(self.runs))
+        together = statistics.median(self.timed(queued_together) for _ in range(self.runs))
+        figures = {"sequential_images_per_s": round(4 / sequential, 3), "batched_images_per_s": round(4 / together, 3),
+                   "batched_speedup": round(sequential / together, 3)}
+        self.log(f"4 queued jobs: {figures}")
+        return figures
+
+    def free(self) -> None:
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    # ----- one architecture ------------------------------------------------------------------------
+    def run_arch(self, out: dict, arch: str, size: int, batches: list[int], extras: bool) -> None:
+        """Fills ``out`` as it goes (a cut run keeps what was measured)."""
+        out.update(size=size, batches=batches)
+        if self.deadline.passed(f"{arch} build"):
+            return
+        name = self.build(arch)
+        out["plain"] = self.plain(name, size, batches)
+        self.free()
+        variants = [("engine", {})]
+        if extras:
+            variants += [("channels_last", {"channels_last": True}), ("fuse_qkv", {"fuse_qkv": True})]
+        for label, settings in variants:
+            if self.deadline.passed(f"{arch} {label}"):
+                continue
+            engine = self.engine(name, **settings)
+            out[label] = self.engine_figures(engine, name, size, batches if label == "engine" else batches[:1],
+                                             label)
+            engine.shutdown()
+            engine.manager.unload_all()
+        if self.deadline.passed(f"{arch} fast"):
+            return
+        engine = self.engine(name, **self.fast_settings())
+        out["compile_s"] = {}
+        out["fast"] = self.engine_figures(engine, name, size, batches, "fast", out["compile_s"])
+        if extras and not self.deadline.passed("LoRA switching"):
+            out["lora"] = self.lora_switch(engine, name, size)
+        if extras and self.has_batching and not self.deadline.passed("batching"):
+            out["batching"] = self.batched(engine, size)
+        engine.shutdown()
+        engine.manager.unload_all()
+        self.free()
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(dtype, "fp32")
+
+
+def _get(tree: dict, *path: str):
+    for key in path:
+        if not isinstance(tree, dict) or key not in tree:
+            return None
+        tree = tree[key]
+    return tree
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a is not None and b else None
+
+
+def main() -> None:
+    args = parse_args()
+    diffusers.utils.logging.disable_progress_bar()
+    bench = Bench(args)
+    gpu = torch.cuda.get_device_name() if bench.device.type == "cuda" else None
+    print(f"{gpu or 'CPU'}: torch {torch.__version__}, diffusers {diffusers.__version__}, python "
+          f"{sys.version.split()[0]}; {bench.dtype}, {bench.steps} steps, Euler a, CFG 7, {bench.runs} timed runs; "
+          f"compile mode {args.compile_mode}; batching in the engine: {bench.has_batching}", flush=True)
+    size_sd15, size_sdxl = (64, 64) if args.quick else (512, 1024)
+    sd15: dict = {}
+    sdxl: dict = {}
+    signal.signal(signal.SIGTERM, _cut)
+    cut = False
+    try:
+        bench.run_arch(sd15, "sd15", size_sd15, [1, 4], extras=True)
+        if not args.no_sdxl:
+            bench.run_arch(sdxl, "sdxl", size_sdxl, [1], extras=False)
+    except Cut:
+        cut = True
+        print("-- cut by SIGTERM: reporting what was measured", flush=True)
+
+    plain_it_s, engine_it_s, fast_it_s = (_get(sd15, part, "b1", "it_s") for part in ("plain", "engine", "fast"))
+    result = {
+        "gpu": gpu, "torch": torch.__version__, "diffusers": diffusers.__version__, "device": str(bench.device),
+        "dtype": str(bench.dtype), "quick": args.quick, "cut": cut, "steps": bench.steps, "compile_mode": args.compile_mode,
+        "plain_it_s": plain_it_s, "engine_it_s": engine_it_s, "fast_it_s": fast_it_s,
+        "engine_vs_plain": _ratio(engine_it_s, plain_it_s), "speedup_vs_plain": _ratio(fast_it_s, plain_it_s),
+        "plain_b4_it_s": _get(sd15, "plain", "b4", "it_s"), "fast_b4_it_s": _get(sd15, "fast", "b4", "it_s"),
+        "sdxl_plain_it_s": _get(sdxl, "plain", "b1", "it_s"), "sdxl_engine_it_s": _get(sdxl, "engine", "b1", "it_s"),
+        "sdxl_fast_it_s": _get(sdxl, "fast", "b1", "it_s"),
+        "sdxl_speedup_vs_plain": _ratio(_get(sdxl, "fast", "b1", "it_s"), _get(sdxl, "plain", "b1", "it_s")),
+        "compile_s": _get(sd15, "compile_s"), "sdxl_compile_s": _get(sdxl, "compile_s"),
+        "recompiles_on_lora_switch": _get(sd15, "lora", "recompiles_on_lora_switch"),
+        "lora_switch_ms": _get(sd15, "lora", "lora_switch_ms"),
+        "batched_speedup": _get(sd15, "batching", "batched_speedup"),
+        "sd15": sd15, "sdxl": sdxl,
+    }
+    print(json.dumps(result), flush=True)
+    os._exit(0)  # engines of a cut run may still hold worker threads
+
+
+if __name__ == "__main__":
+    main()
