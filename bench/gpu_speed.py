@@ -46,6 +46,7 @@ from diffusers import DiffusionPipeline, EulerAncestralDiscreteScheduler
 from app.engine import Engine, EngineConfig, Txt2ImgRequest
 from app.engine.speed import compiled_graphs
 from app.engine.tiny import build_tiny_pipeline
+from batch_requests import one_after_another, queued_together
 from lora_swap import timed_on_worker_ms, write_lora
 from random_sd15 import build_sd15
 from random_sdxl import build_sdxl
@@ -250,19 +251,11 @@ class Bench:
 
     def batched(self, engine: Engine, size: int) -> dict:
         requests = [self.request(size, seed=10 + i) for i in range(4)]
-
-        def one_after_another() -> None:
-            for i, request in enumerate(requests):
-                engine.generate(request, owner=f"user-{i}")
-
-        def queued_together() -> None:
-            jobs = [engine.submit(request, owner=f"user-{i}") for i, request in enumerate(requests)]
-            for job in jobs:
-                job.wait(600)
-
-        queued_together()  # warm: the batch's shapes
-        sequential = statistics.median(self.timed(one_after_another) for _ in range(self.runs))
-        together = statistics.median(self.timed(queued_together) for _ in range(self.runs))
+        # batch_requests.py's measures: the jobs queued behind a job holding the worker, so that it finds
+        # all four queued (submitted one by one, the first would start alone)
+        queued_together(engine, requests)  # warm: the batch's shapes
+        sequential = statistics.median(self.timed(lambda: one_after_another(engine, requests)) for _ in range(self.runs))
+        together = statistics.median(self.timed(lambda: queued_together(engine, requests)) for _ in range(self.runs))
         figures = {"sequential_images_per_s": round(4 / sequential, 3), "batched_images_per_s": round(4 / together, 3),
                    "batched_speedup": round(sequential / together, 3)}
         self.log(f"4 queued jobs: {figures}")

@@ -76,8 +76,8 @@ class Budget:
     star_prompts: int = 16
     lora_images: int = 30  # all stars
     lora_preserve_weight: float = 1.0  # of the prior preservation on ordinary captions; 0 turns it off
-    # a fixed count, not a time: the same LoRA and figures on any machine. At 0.32-0.40 s a step on 2
-    # idle cores, 260-320 s; a machine 1.5 times slower still fits the 600 (bench/RESULTS.md)
+    # a fixed count, not a time: the same LoRA and figures on any machine; 419 s (0.52 s a step) on 2
+    # idle cores of this kind of machine, inside the 600 (bench/RESULTS.md)
     lora_steps: int = 800
 
 

@@ -117,7 +117,7 @@ class PipelineAdapters:
         self._layers: dict[str, list[BaseTunerLayer]] = {}  # adapter name -> its LoRA layers
         self._fused: tuple[tuple[str, float], ...] = ()
         self._saved_weights: dict[torch.nn.Parameter, torch.Tensor] = {}
-        self._enabled: dict[int, bool] = {}  # id(layer) -> adapters enabled; emptied when diffusers loads/deletes
+        self._disabled: set[int] = set()  # id(layer) of layers whose adapters are off; emptied when diffusers loads/deletes
         self.loads = 0
         # Told which layers' weights changed after each swap (fused QKV projections copy them again).
         self.on_weights_changed: Callable[[list[torch.nn.Module]], None] | None = None
@@ -148,7 +148,7 @@ class PipelineAdapters:
         names = [self._ensure_loaded(lora, key, keep=wanted_keys) for key, lora in zip(wanted_keys, loras)]
         fused_layers = list({id(layer): layer for name in names for layer in self._layers[name]}.values())
         # Every layer runs its base layer only (adapters disabled): the job's LoRAs are merged into it.
-        self._enable_only([])
+        self._disable_adapters()
         if names:
             self._save_weights(fused_layers)
             with torch.no_grad():
@@ -183,13 +183,13 @@ class PipelineAdapters:
         if layers and self.on_weights_changed is not None:
             self.on_weights_changed(list(layers))
 
-    def _enable_only(self, layers: list[BaseTunerLayer]) -> None:
-        wanted = {id(layer) for layer in layers}
+    def _disable_adapters(self) -> None:
+        """Turn off the adapters of every wrapped layer not yet turned off (peft wraps a layer with its adapters
+        on): each runs its base layer, into which the job's LoRAs are merged."""
         for layer in {id(layer): layer for group in self._layers.values() for layer in group}.values():
-            enabled = id(layer) in wanted
-            if self._enabled.get(id(layer)) is not enabled:
-                layer.enable_adapters(enabled)
-                self._enabled[id(layer)] = enabled
+            if id(layer) not in self._disabled:
+                layer.enable_adapters(False)
+                self._disabled.add(id(layer))
 
     def _ensure_loaded(self, lora: ActiveLora, key: tuple[str, int, int], keep: list) -> str:
         if key in self._loaded:
@@ -202,7 +202,7 @@ class PipelineAdapters:
             self._delete(self._loaded.pop(victim))
         name = "lora_" + hashlib.sha1(repr(key).encode()).hexdigest()[:12]
         state = self.cache.get(lora.path)
-        self._enabled.clear()
+        self._disabled.clear()
         try:
             with _quiet_loading():
                 self.pipe.load_lora_weights(dict(state), adapter_name=name)
@@ -224,7 +224,7 @@ class PipelineAdapters:
 
     def _delete(self, name: str) -> None:
         self._layers.pop(name, None)
-        self._enabled.clear()
+        self._disabled.clear()
         with contextlib.suppress(Exception):  # a half-loaded adapter may be missing from some components
             self.pipe.delete_adapters(name)
 
