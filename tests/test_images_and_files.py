@@ -10,7 +10,9 @@ from PIL import Image
 from app.engine import masks
 from app.engine.jobs import JobEvent
 from app.engine.outputs import next_image_number, read_parameters, save_image
-from app.engine.preview import SD1_FACTORS, LatentPreviewer
+from app.engine.preview import SD1_FACTORS, LatentPreviewer, PendingPreview
+from app.engine.requests import Txt2ImgRequest
+from app.engine.tasks import JobClock, StepReporter
 from app.engine.jobs import Job
 from app.engine.worker import FairQueue
 from app.ui.progress import format_seconds, progress_html
@@ -76,6 +78,69 @@ def test_preview_is_a_latent_sized_projection() -> None:
     assert np.array_equal(np.asarray(image)[0, 0], expected.astype(np.uint8))
     with pytest.raises(ValueError):
         LatentPreviewer()(torch.zeros(1, 16, 4, 4))
+
+
+class _SlowCopy:
+    """A preview copy the device finishes two steps after it was queued (a GPU behind the host)."""
+
+    def __init__(self, now: list[int]) -> None:
+        self.now, self.done_at = now, now[0] + 2
+
+    def query(self) -> bool:
+        return self.now[0] >= self.done_at
+
+    def synchronize(self) -> None:
+        raise AssertionError("the reporter waited for the device")
+
+
+class _SlowPreviewer(LatentPreviewer):
+    """Previews whose copies take two steps; ``now`` holds the step being reported."""
+
+    def start(self, latents: torch.Tensor) -> PendingPreview:
+        self.started.append(float(latents[0, 0, 0, 0]))
+        return PendingPreview(self, latents[0].clone(), _SlowCopy(self.now))
+
+
+class _Context:
+    def __init__(self) -> None:
+        self.events: list[dict] = []
+
+    def check_cancelled(self) -> None: ...
+
+    def check_skipped(self) -> None: ...
+
+    def emit(self, phase: str, **data) -> None:
+        self.events.append({"phase": phase, **data})
+
+
+def _report_steps(previewer: LatentPreviewer, steps: int, every: int, now: list[int]) -> list[tuple[int, float]]:
+    """The (step, preview's top-left red value) of each preview shown over ``steps`` steps."""
+    ctx = _Context()
+    reporter = StepReporter(ctx, previewer, every, Txt2ImgRequest(steps=steps), 0, JobClock())  # type: ignore[arg-type]
+    for step in range(steps):
+        now[0] = step + 1
+        latents = torch.full((1, 4, 2, 2), step / 10.0)  # each step's latents differ
+        reporter(None, step, None, {"latents": latents})
+    return [(e["step"], np.asarray(e["preview"])[0, 0, 0] / 255.0) for e in ctx.events
+            if e["phase"] == "sampling" and e.get("preview") is not None]
+
+
+def test_previews_never_wait_for_the_device() -> None:
+    """On the CPU a due preview shows at its step. When its copy is still on its way (a GPU running behind
+    the host) it shows at the first later step that finds the copy done, without waiting; the next one
+    starts then. Due at 2, 4, 6 of 8; each copy takes two more steps: step 2's latents show at 4, step 4's
+    at 6, step 6's at 8."""
+    now = [0]
+    assert [step for step, _ in _report_steps(LatentPreviewer(), steps=8, every=2, now=now)] == [2, 4, 6]
+    slow = _SlowPreviewer()
+    object.__setattr__(slow, "started", [])
+    object.__setattr__(slow, "now", now)
+    shown = _report_steps(slow, steps=8, every=2, now=now)
+    assert [step for step, _ in shown] == [4, 6, 8]
+    assert slow.started == pytest.approx([0.1, 0.3, 0.5])  # the latents of steps 2, 4 and 6
+    expected = [LatentPreviewer()(torch.full((1, 4, 2, 2), value)) for value in (0.1, 0.3, 0.5)]
+    assert [red for _, red in shown] == [np.asarray(image)[0, 0, 0] / 255.0 for image in expected]
+    assert len(set(red for _, red in shown)) == 3
 
 
 def test_save_image_numbers_atomically_and_embeds_parameters(tmp_path) -> None:

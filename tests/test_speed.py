@@ -82,11 +82,11 @@ def test_an_upcast_fp16_vae_decoder_compiles_without_cuda_graphs() -> None:
 
     pipe = _pipe()
     settings = SpeedSettings(compile=True, compile_mode="max-autotune")
-    assert _decoder_settings(pipe, settings) == settings  # fp32: the VAE keeps its weights between decodes
+    assert _decoder_settings(pipe.vae, settings) == settings  # fp32: the VAE keeps its weights between decodes
     pipe.vae.to(torch.float16)
     pipe.vae.register_to_config(force_upcast=True)  # as SDXL's: the pipeline casts it to fp32 for each decode
-    assert _decoder_settings(pipe, settings).compile_mode == "max-autotune-no-cudagraphs"
-    assert _decoder_settings(pipe, SpeedSettings(compile=True)).compile_mode == "default"
+    assert _decoder_settings(pipe.vae, settings).compile_mode == "max-autotune-no-cudagraphs"
+    assert _decoder_settings(pipe.vae, SpeedSettings(compile=True)).compile_mode == "default"
 
 
 # ----- pixels -----------------------------------------------------------------------------------
@@ -227,10 +227,11 @@ def test_engine_applies_the_settings_once_per_model(models_dir: Path, tmp_path: 
     shutil.copytree(models_dir / "Stable-diffusion" / "tiny-sd1", models / "Stable-diffusion" / "tiny-sd1")
     (models / "Lora").mkdir()
     shutil.copy(two_loras[0], models / "Lora" / "style-1.safetensors")
+    shutil.copytree(models_dir / "Stable-diffusion" / "tiny-sd1" / "vae", models / "VAE" / "own-vae")
 
-    def run(engine: Engine, prompt: str) -> np.ndarray:
+    def run(engine: Engine, prompt: str, vae: str | None = None) -> np.ndarray:
         result = engine.generate(Txt2ImgRequest(prompt=prompt, steps=3, width=64, height=64, seed=5, sampler="Euler",
-                                                save=False))
+                                                vae=vae, save=False))
         return np.asarray(result.images[0]).astype(int)
 
     common = dict(models_dir=models, outputs_dir=tmp_path / "out", default_model="tiny-sd1", device="cpu",
@@ -248,6 +249,12 @@ def test_engine_applies_the_settings_once_per_model(models_dir: Path, tmp_path: 
         lora, base = run(fast, "a red circle <lora:style-1:0.8>"), run(fast, "a red circle")
         assert compiled_graphs() == graphs, "the engine's LoRA swaps recompile nothing"
         assert np.abs(lora - base).mean() > 3
+        # a VAE from models/VAE gets the settings too: its own compiled decoder, channels_last, fused QKV
+        assert np.abs(run(fast, "a red circle", vae="own-vae") - run(plain, "a red circle", vae="own-vae")).max() <= 1
+        picked = fast.manager.vae(fast.registry.find_vae("own-vae"), like=loaded.txt2img.vae)  # the cached one
+        assert picked is not loaded.txt2img.vae and picked.decoder._compiled_call_impl is not None
+        assert picked.decoder.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+        assert any(getattr(module, "fused_projections", False) for module in picked.modules())
     finally:
         plain.shutdown()
         fast.shutdown()

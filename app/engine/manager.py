@@ -30,7 +30,7 @@ from app.engine.config import EngineConfig
 from app.engine.face_restore import FaceRestorerLibrary
 from app.engine.lora_runtime import LoraTensorCache, PipelineAdapters
 from app.engine.registry import ModelEntry, ModelRegistry
-from app.engine.speed import SpeedSettings, SpeedState, apply_speed
+from app.engine.speed import SpeedSettings, SpeedState, apply_speed, speed_up_vae
 from app.engine.tokenizers import clip_tokenizer
 from app.engine.upscalers import UpscalerLibrary
 
@@ -186,13 +186,16 @@ class ModelManager:
             return self._tokenizers[cache_key]
 
     def vae(self, entry: ModelEntry, like: AutoencoderKL) -> AutoencoderKL:
-        """A VAE from models/VAE (found by the caller), built with the same config as ``like``."""
+        """A VAE from models/VAE (found by the caller), built with the same config as ``like``, with the
+        speed settings the checkpoints' own VAEs get."""
         key = (entry.name, str(like.dtype))
         with self._lock:
             if key not in self._vaes:
                 if len(self._vaes) >= 2:
                     self._vaes.popitem(last=False)
-                self._vaes[key] = self._load_vae(entry, like)
+                vae = self._load_vae(entry, like)
+                speed_up_vae(vae, SpeedSettings.from_config(self.config))
+                self._vaes[key] = vae
             return self._vaes[key]
 
     def unload_all(self) -> None:

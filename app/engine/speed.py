@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from diffusers import DiffusionPipeline
+from diffusers import AutoencoderKL, DiffusionPipeline
 from diffusers.models.attention_processor import Attention
 
 from app.engine.config import COMPILE_MODES, EngineConfig
@@ -178,20 +178,30 @@ def apply_speed(pipe: DiffusionPipeline, settings: SpeedSettings) -> SpeedState:
     state = SpeedState(settings)
     if settings.channels_last:
         pipe.unet.to(memory_format=torch.channels_last)
-        pipe.vae.to(memory_format=torch.channels_last)
     if settings.fuse_qkv:
         state.fused = FusedProjections(pipe.unet)
-        pipe.vae.fuse_qkv_projections()  # no LoRA reaches the VAE: never refreshed
     if settings.compile:
-        state.buckets = [compile_module(pipe.unet, settings),
-                         compile_module(pipe.vae.decoder, _decoder_settings(pipe, settings))]
+        state.buckets.append(compile_module(pipe.unet, settings))
+    state.buckets += speed_up_vae(pipe.vae, settings)
     return state
 
 
-def _decoder_settings(pipe: DiffusionPipeline, settings: SpeedSettings) -> SpeedSettings:
+def speed_up_vae(vae: AutoencoderKL, settings: SpeedSettings) -> list[BatchBuckets]:
+    """The settings on a VAE, in place: a checkpoint's own or one picked from models/VAE. No LoRA reaches
+    a VAE, so its fused projections are never refreshed."""
+    if settings.channels_last:
+        vae.to(memory_format=torch.channels_last)
+    if settings.fuse_qkv:
+        vae.fuse_qkv_projections()
+    if not settings.compile:
+        return []
+    return [compile_module(vae.decoder, _decoder_settings(vae, settings))]
+
+
+def _decoder_settings(vae: AutoencoderKL, settings: SpeedSettings) -> SpeedSettings:
     """An fp16 VAE with ``force_upcast`` (SDXL's) is cast to fp32 by the pipeline for each decode: new weight
     tensors each time, which CUDA graphs would record again and again. Its decoder compiles without them."""
-    if pipe.vae.dtype == torch.float16 and pipe.vae.config.get("force_upcast", False):
+    if vae.dtype == torch.float16 and vae.config.get("force_upcast", False):
         return dataclasses.replace(settings, compile_mode=_WITHOUT_CUDAGRAPHS.get(settings.compile_mode,
                                                                                   settings.compile_mode))
     return settings

@@ -25,7 +25,7 @@ from app.engine.jobs import BatchSkipped, JobContext, JobResult
 from app.engine.lora_runtime import ActiveLora
 from app.engine.manager import LoadedModel, ModelManager
 from app.engine.outputs import not_saved, output_folder, save_image
-from app.engine.preview import LatentPreviewer
+from app.engine.preview import LatentPreviewer, PendingPreview
 from app.engine.prompt_inputs import conditioned_call, encode_for_pipeline, prompt_infotext
 from app.engine.prompts import requested_loras, split_lora_tags
 from app.engine.registry import ModelRegistry
@@ -82,6 +82,7 @@ class StepReporter:
         self.request, self.batch_index, self.clock = request, batch_index, clock
         self.steps_before, self.steps_after = steps_before, steps_after
         self.done = steps_before
+        self.pending: PendingPreview | None = None
 
     def __call__(self, pipe: Any, step: int, timestep: Any, callback_kwargs: dict) -> dict:
         self.ctx.check_cancelled()
@@ -91,9 +92,8 @@ class StepReporter:
         done = self.done = self.steps_before + step + 1
         self.clock.step_done()
         remaining = (total - done) + total * (self.request.batch_count - self.batch_index - 1)
-        preview = None
-        if self.preview_every and done % self.preview_every == 0 and done < total:
-            preview = self.previewer(callback_kwargs["latents"])
+        preview = self._preview(callback_kwargs["latents"], due=bool(
+            self.preview_every and done % self.preview_every == 0 and done < total))
         self.ctx.emit(
             "sampling", step=done, total_steps=total, batch_index=self.batch_index,
             batch_count=self.request.batch_count, eta_seconds=self.clock.eta(remaining), preview=preview,
@@ -101,6 +101,22 @@ class StepReporter:
         if done == total:
             self.ctx.emit("decoding", batch_index=self.batch_index, batch_count=self.request.batch_count)
         return callback_kwargs
+
+    def _preview(self, latents: torch.Tensor, due: bool) -> Image.Image | None:
+        """The preview to show at this step, if one is ready: the last one started, once its copy is done
+        (on the CPU: at once). A due preview starts only when the last one has been shown."""
+        shown = self._take_ready()
+        if due and self.pending is None:
+            self.pending = self.previewer.start(latents)
+            if shown is None:
+                shown = self._take_ready()
+        return shown
+
+    def _take_ready(self) -> Image.Image | None:
+        if self.pending is None or not self.pending.ready():
+            return None
+        preview, self.pending = self.pending.image(), None
+        return preview
 
 
 class JobClock:
