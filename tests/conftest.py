@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
 
@@ -43,6 +44,33 @@ def socket_guard(monkeypatch: pytest.MonkeyPatch) -> None:
         raise NetworkAccessError(f"test tried to resolve {host!r}")
 
     monkeypatch.setattr(socket, "getaddrinfo", guarded_getaddrinfo)
+
+
+@pytest.fixture(scope="module")
+def ray_to_itself():
+    """Hold the machine's Ray for a module: the suite's two workers (pytest-xdist) must not run two Ray
+    modules at once, since a Ray started on this machine, even inside a network namespace (``/tmp/ray`` is
+    shared), is what another module's ``ray.init()`` would find and join."""
+    with open("/tmp/lora-studio-tests-ray.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+# run_tests.py runs the suite on two pytest-xdist workers, a file at a time each, handed out in collection
+# order: the longest files go first, so that the two workers end together rather than one running a long
+# file alone at the end. Longest first by their seconds on 2 cores (one worker, 2026-12-06); the two Ray
+# modules stand apart, since they wait for each other (``ray_to_itself``).
+LONGEST_FIRST = (
+    "test_browser.py", "test_speed.py", "test_training_job.py", "test_cluster.py", "test_training.py",
+    "test_prompt_conditioning.py", "test_demo_shapes.py", "test_hires.py", "test_per_person_files.py",
+    "test_api_access.py", "test_cluster_nodes.py", "test_app_api.py", "test_api_generate.py", "test_web_guard.py",
+    "test_interrupt_results.py", "test_request_batching.py", "test_tls.py", "test_face_restore.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: place for place, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file keeps its order
 
 
 # ----- tiny models ---------------------------------------------------------------------------

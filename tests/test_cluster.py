@@ -118,7 +118,7 @@ def config_for(models_dir: Path, outputs_dir: Path) -> EngineConfig:
 
 
 @pytest.fixture(scope="module")
-def cluster(models_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+def cluster(ray_to_itself, models_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     """One local Ray instance and one deployment for the module (starting them takes ~25 s here)."""
     pytest.importorskip("ray.serve", reason=NO_RAY)
     import ray

@@ -59,7 +59,7 @@ def remove_namespaces(*names: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def two_nodes():
+def two_nodes(ray_to_itself):
     """The head's namespace and the environment every Ray command of the cluster runs with."""
     pytest.importorskip("ray.serve", reason="the cluster extra is not installed (pip install -e .[cluster])")
     if os.geteuid() != 0 or shutil.which("ip") is None:
