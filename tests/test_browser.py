@@ -536,7 +536,8 @@ def test_a_page_of_another_origin_cannot_drive_the_app(browser, app: RunningApp)
 
 def test_extras_upscales_a_dropped_picture_with_a_model_file(page, app: RunningApp, tmp_path: Path) -> None:
     """An upscaler file dropped into models/ESRGAN shows in the Extras tab after Refresh, labelled with the
-    architecture and scale read from it; a dropped picture comes back at twice its size, saved in outputs/."""
+    architecture and scale read from it; a dropped picture comes back at twice its size, saved in outputs/.
+    The hires fix and SD upscale pickers list it after their tab's Refresh."""
     from restoration_fixtures import write_upscaler
 
     write_upscaler(app.models_dir, "2x_browser_esrgan", scale=2)
@@ -556,3 +557,12 @@ def test_extras_upscales_a_dropped_picture_with_a_model_file(page, app: RunningA
     with Image.open(result) as picture:
         assert picture.size == (64, 48)
         assert picture.info["postprocessing"] == "Postprocess upscale by: 2, Postprocess upscaler: 2x_browser_esrgan"
+    # the hires fix's and SD upscale's pickers list the new file too, after their own tab's Refresh
+    for tab, accordion, picker in (("txt2img", "#txt2img_hires", "#txt2img_hr_upscaler"),
+                                   ("img2img", "#img2img_sd_upscale", "#img2img_sd_upscale_upscaler")):
+        page.get_by_role("tab", name=tab).click()
+        page.click(f"#{tab}_refresh")
+        page.locator(f"{accordion} .label-wrap").first.click()
+        page.locator(f"{picker} input").click()
+        page.get_by_role("option", name="2x_browser_esrgan (ESRGAN 2x)").wait_for(timeout=10_000)
+        page.keyboard.press("Escape")

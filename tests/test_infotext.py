@@ -75,6 +75,7 @@ def test_formats_md_example_exactly() -> None:
             "Denoising strength": 0.35,  # hires fix: takes its fixed slot before Clip skip
         },
         version="v1.10.1",
+        rng="GPU",  # the example was made with A1111's default noise
     )
     assert text == A1111_EXAMPLE
 
@@ -85,7 +86,7 @@ def test_txt2img_string_by_hand() -> None:
     assert text == (
         "a cat\n"
         "Steps: 20, Sampler: Euler a, Schedule type: Automatic, CFG scale: 7, Seed: 1234, Size: 512x512, "
-        "Model hash: 6ce0161689, Model: v1-5-pruned-emaonly, Version: lora-studio 0.1.0"
+        "Model hash: 6ce0161689, Model: v1-5-pruned-emaonly, RNG: CPU, Version: lora-studio 0.1.0"
     )
 
 
@@ -96,7 +97,7 @@ def test_fused_sampler_is_written_split() -> None:
     assert text == (
         "x\nNegative prompt: y\n"
         "Steps: 20, Sampler: DPM++ 2M SDE, Schedule type: Karras, CFG scale: 7.5, Seed: 7, Size: 768x512, "
-        "Model: m, Version: v1.10.1"
+        "Model: m, RNG: CPU, Version: v1.10.1"
     )
 
 
@@ -106,7 +107,7 @@ def test_img2img_and_inpaint_strings_by_hand() -> None:
     assert format_infotext(img2img, seed=99, model_name="model", model_hash="abcdef0123") == (
         "a dog\n"
         "Steps: 30, Sampler: DPM++ 2M, Schedule type: Uniform, CFG scale: 5, Seed: 99, Size: 640x448, "
-        "Model hash: abcdef0123, Model: model, Denoising strength: 0.6, Clip skip: 2, Version: lora-studio 0.1.0"
+        "Model hash: abcdef0123, Model: model, Denoising strength: 0.6, Clip skip: 2, RNG: CPU, Version: lora-studio 0.1.0"
     )
     inpaint = InpaintRequest(prompt="a hat", negative_prompt="ugly", sampler="Euler", steps=20, cfg_scale=7,
                              denoising_strength=0.75, mask_blur=8, inpaint_area="Only masked", masked_padding=48,
@@ -116,13 +117,14 @@ def test_img2img_and_inpaint_strings_by_hand() -> None:
     assert text == (
         "a hat\nNegative prompt: ugly\n"
         "Steps: 20, Sampler: Euler, Schedule type: Automatic, CFG scale: 7, Seed: 5, Size: 512x512, "
-        "Model hash: 1111111111, Model: inp, Denoising strength: 0.75, Mask blur: 8, Mask mode: Inpaint not masked, "
+        "Model hash: 1111111111, Model: inp, Denoising strength: 0.75, RNG: CPU, Mask blur: 8, "
+        "Mask mode: Inpaint not masked, "
         "Inpaint area: Only masked, Masked area padding: 48, Masked content: fill, "
         'Lora hashes: "hatstylev2: 0123456789ab, other: ba9876543210", Version: lora-studio 0.1.0'
     )
     # A1111 writes only Mask blur for an inpaint with whole-picture, original content, no inversion.
     plain = InpaintRequest(prompt="p", mask_blur=0)
-    assert ", Denoising strength: 0.75, Mask blur: 0, Version:" in format_infotext(
+    assert ", Denoising strength: 0.75, RNG: CPU, Mask blur: 0, Version:" in format_infotext(
         plain, seed=1, model_name="m", model_hash=None
     )
 

@@ -167,12 +167,15 @@ def format_infotext(
     lora_hashes: Mapping[str, str] | None = None,
     extra: Mapping[str, object] | None = None,
     version: str = DEFAULT_VERSION,
+    rng: str = "CPU",
 ) -> str:
     """The A1111 1.10 "parameters" text for one image of ``request`` made with ``seed``.
 
     The prompt is written as given (LoRA tags stay in it). ``extra`` holds further A1111
     parameters (``Hires upscale``, ``TI hashes``...), placed where A1111 puts them; a value of
-    None leaves its key out.
+    None leaves its key out. ``rng`` is A1111's "Random number generator source": the engine draws its
+    noise with CPU generators on every device (a seed gives the same noise on any machine), which is
+    A1111's "CPU"; a text without the key means A1111's default, "GPU".
     """
     sampler, schedule = _canonical_sampler(request)
     params: dict[str, object | None] = dict.fromkeys(FIXED_KEYS)
@@ -191,6 +194,7 @@ def format_infotext(
             "VAE": vae_name or None,
             "Clip skip": request.clip_skip if request.clip_skip > 1 else None,
             "Tiling": True if getattr(request, "tiling", False) else None,
+            "RNG": rng if rng != "GPU" else None,  # A1111 leaves out its default
         }
     )
     if request.task in ("img2img", "inpaint") or getattr(request, "enable_hr", False):

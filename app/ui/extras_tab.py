@@ -35,6 +35,11 @@ def upscaler_choices(engine: Engine) -> list[tuple[str, str]]:
     return [(item.label, item.name) for item in engine.manager.upscalers.available() if item.error is None]
 
 
+def refreshed_picker(choices: list[tuple[str, str]], current: str | None, fallback: str) -> gr.Dropdown:
+    """A picker listing ``choices`` (label, name) anew, keeping ``current`` while it is still one of them."""
+    return gr.Dropdown(choices=choices, value=current if current in {name for _, name in choices} else fallback)
+
+
 def model_upscaler_choices(engine: Engine) -> list[tuple[str, str]]:
     """(label, name) of the usable upscaler model files alone (hires fix lists them after its own)."""
     return [(item.label, item.name) for item in engine.manager.upscalers.available()
@@ -134,9 +139,7 @@ def wire_extras(engine: Engine, tab: ExtrasControls) -> None:
 
     def refresh(first: str, second: str) -> tuple[Any, Any, str]:
         choices = upscaler_choices(engine)
-        known = {name for _, name in choices}
-        return (gr.Dropdown(choices=choices, value=first if first in known else "None"),
-                gr.Dropdown(choices=choices, value=second if second in known else "None"),
+        return (refreshed_picker(choices, first, "None"), refreshed_picker(choices, second, "None"),
                 face_restorer_note(engine))
 
     pickers = [tab.controls["upscaler_1"], tab.controls["upscaler_2"]]

@@ -7,7 +7,7 @@ from PIL import Image
 
 from app.engine import Engine, Img2ImgRequest
 from app.engine.requests import RESIZE_MODES
-from app.ui.extras_tab import upscaler_choices
+from app.ui.extras_tab import refreshed_picker, upscaler_choices
 from app.ui.generate_tab import GenerateTab, QuickSettings, output_controls, settings_controls, slider_range, wire_generate
 from app.ui.picture_input import picture_input
 
@@ -30,6 +30,10 @@ def build_img2img_tab(engine: Engine, quick: QuickSettings) -> GenerateTab:
     inputs = settings.by_field() | {"init_image": image, "denoising_strength": strength, "resize_mode": resize_mode,
                                     **sd_upscale}  # appended: API positions stay
     wire_generate(engine, "img2img", "img2img", inputs, buttons, outputs, settings)
+    upscaler = sd_upscale["sd_upscale_upscaler"]
+    buttons.refresh.click(lambda current: refreshed_picker(upscaler_choices(engine), current,
+                                                           Img2ImgRequest.sd_upscale_upscaler),
+                          upscaler, upscaler, api_name=False, queue=False)
     # queued: Gradio shows the error of a queued event (a bad file's message) and drops that of an unqueued one
     image.change(_size_of, image, [settings.width, settings.height], api_name=False, show_progress="hidden")
     return GenerateTab(settings, outputs, buttons.styles, inputs, image)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import gradio as gr
 
-from app.engine import Engine
+from app.engine import Engine, Txt2ImgRequest
 from app.ui.generate_tab import GenerateTab, QuickSettings, model_choices, output_controls, settings_controls, wire_generate
-from app.ui.extras_tab import model_upscaler_choices
-from app.ui.hires_controls import checkpoint_choices, hires_controls, wire_hires_size
+from app.ui.extras_tab import model_upscaler_choices, refreshed_picker
+from app.ui.hires_controls import checkpoint_choices, hires_controls, upscaler_choices, wire_hires_size
 
 
 def build_txt2img_tab(engine: Engine, quick: QuickSettings) -> GenerateTab:
@@ -23,8 +23,11 @@ def build_txt2img_tab(engine: Engine, quick: QuickSettings) -> GenerateTab:
     wire_generate(engine, "txt2img", "txt2img", inputs, buttons, outputs, settings)
     wire_hires_size(hires, settings.width, settings.height)
 
-    def refresh_checkpoints(current: str | None) -> gr.Dropdown:
-        return gr.Dropdown(choices=checkpoint_choices(model_choices(engine)[0]), value=current)
+    def refresh_hires(checkpoint: str | None, upscaler: str | None) -> tuple[gr.Dropdown, gr.Dropdown]:
+        return (gr.Dropdown(choices=checkpoint_choices(model_choices(engine)[0]), value=checkpoint),
+                refreshed_picker(upscaler_choices(model_upscaler_choices(engine)), upscaler,
+                                 Txt2ImgRequest.hr_upscaler))
 
-    buttons.refresh.click(refresh_checkpoints, hires.checkpoint, hires.checkpoint, api_name=False, queue=False)
+    pickers = [hires.checkpoint, hires.upscaler]
+    buttons.refresh.click(refresh_hires, pickers, pickers, api_name=False, queue=False)
     return GenerateTab(settings, outputs, buttons.styles, inputs)
