@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from app.engine.resize import working_copy
+from app.engine.tile_layout import axis_starts, axis_weights
 
 Progress = Callable[[int, int], None]  # (tiles done, tiles in all); raise from it to stop between tiles
 
@@ -74,7 +75,7 @@ def tile_grid(size: tuple[int, int], tile: int | None, overlap: int, requirement
     if requirements is not None:
         tile = max(tile, requirements.minimum)
         tile = math.ceil(tile / requirements.multiple_of) * requirements.multiple_of
-    return TileGrid(_starts(width, tile, overlap), _starts(height, tile, overlap), min(tile, width),
+    return TileGrid(axis_starts(width, tile, overlap), axis_starts(height, tile, overlap), min(tile, width),
                     min(tile, height))
 
 
@@ -102,22 +103,20 @@ def upscale_tiled(descriptor: Any, image: Image.Image, *, tile: int | None = DEF
                 progress(1, 1)
         else:
             output = torch.zeros(3, height * scale, width * scale, dtype=torch.float32)
-            weights = torch.zeros(1, height * scale, width * scale, dtype=torch.float32)
-            x_ramps = [_ramp(grid.xs, i, grid.tile_w, scale) for i in range(len(grid.xs))]
-            y_ramps = [_ramp(grid.ys, j, grid.tile_h, scale) for j in range(len(grid.ys))]
+            # blending weights in output pixels; at every pixel those of the tiles covering it sum to 1
+            x_weights = axis_weights([x * scale for x in grid.xs], grid.tile_w * scale)
+            y_weights = axis_weights([y * scale for y in grid.ys], grid.tile_h * scale)
             done = 0
             for j, top in enumerate(grid.ys):
                 for i, left in enumerate(grid.xs):
                     piece = source[..., top:top + grid.tile_h, left:left + grid.tile_w]
-                    weight = (y_ramps[j][:, None] * x_ramps[i][None, :]).unsqueeze(0)
+                    weight = torch.from_numpy(np.outer(y_weights[j], x_weights[i]).astype(np.float32))
                     window = (slice(None), slice(top * scale, (top + grid.tile_h) * scale),
                               slice(left * scale, (left + grid.tile_w) * scale))
                     output[window] += _run_tile(descriptor, piece) * weight
-                    weights[window] += weight
                     done += 1
                     if progress is not None:
                         progress(done, total)
-            output /= weights
     result = Image.fromarray(_to_bytes(output), "RGB")
     if alpha is not None:
         result.putalpha(alpha.resize(result.size, Image.Resampling.LANCZOS))
@@ -147,32 +146,6 @@ def _run_tile(descriptor: Any, piece: torch.Tensor) -> torch.Tensor:
     result = descriptor(pad_to_requirements(batch, descriptor.size_requirements))
     result = result[0, :, :height * scale, :width * scale]
     return torch.nan_to_num(result.float(), nan=0.0).clamp_(0, 1).cpu()
-
-
-def _ramp(starts: tuple[int, ...], index: int, span: int, scale: int) -> torch.Tensor:
-    """The weights along one axis of tile ``index`` (output pixels): rising linearly across its overlap with
-    the tile before, falling across its overlap with the tile after, 1 elsewhere; never 0, and two
-    neighbours' ramps add up to 1 across their overlap."""
-    length = span * scale
-    weight = torch.ones(length, dtype=torch.float32)
-    if index > 0:
-        before = (starts[index - 1] + span - starts[index]) * scale
-        rising = (torch.arange(before, dtype=torch.float32) + 0.5) / before
-        weight[:before] = torch.minimum(weight[:before], rising)
-    if index < len(starts) - 1:
-        after = (starts[index] + span - starts[index + 1]) * scale
-        falling = (torch.arange(after, 0, -1, dtype=torch.float32) - 0.5) / after
-        weight[length - after:] = torch.minimum(weight[length - after:], falling)
-    return weight
-
-
-def _starts(length: int, tile: int, overlap: int) -> tuple[int, ...]:
-    """Tile starts along one axis: as few tiles as overlap at least ``overlap`` pixels, spread evenly,
-    the first at 0 and the last ending at ``length``."""
-    if length <= tile:
-        return (0,)
-    count = math.ceil((length - overlap) / (tile - overlap))
-    return tuple(i * (length - tile) // (count - 1) for i in range(count))
 
 
 def _to_bytes(output: torch.Tensor) -> np.ndarray:
