@@ -565,4 +565,5 @@ def test_extras_upscales_a_dropped_picture_with_a_model_file(page, app: RunningA
         page.locator(f"{accordion} .label-wrap").first.click()
         page.locator(f"{picker} input").click()
         page.get_by_role("option", name="2x_browser_esrgan (ESRGAN 2x)").wait_for(timeout=10_000)
+        page.locator(accordion).screenshot(path=str(SHOTS / f"{tab}-upscaler-picker.png"))
         page.keyboard.press("Escape")
