@@ -89,6 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "face restoration, batch count or prompt editing; each keeps its seed, prompt, "
                              "progress, cancel and files. Faster on a GPU when several people queue; not with "
                              "--ray (default 1: each job alone)")
+    parser.add_argument("--rng", choices=("cpu", "gpu"), default="cpu",
+                        help="where the noise is drawn (A1111's \"Random number generator source\"): cpu gives "
+                             "the same picture for a seed on any machine; gpu draws it on the GPU, as A1111 does by "
+                             "default, without copying noise to the GPU at each step (default cpu)")
     parser.add_argument("--no-api", action="store_true",
                         help="do not serve A1111's REST API (/sdapi/v1); it is on by default, on the UI's port")
     parser.add_argument("--insecure-open-api", action="store_true",
@@ -132,7 +136,7 @@ def engine_config_from_args(args: argparse.Namespace):
         lora_cache_mb=args.lora_cache_mb, max_loaded_loras=args.max_loras,
         max_queue_per_user=args.max_queue_per_user, max_queue=args.max_queue, batch_requests=args.batch_requests,
         compile=args.compile, compile_mode=args.compile_mode, channels_last=args.channels_last,
-        fuse_qkv=args.fuse_qkv,
+        fuse_qkv=args.fuse_qkv, rng=args.rng,
     )
 
 

@@ -6,7 +6,8 @@ settings, in one process and one run.
 - plain: ``StableDiffusionPipeline`` / ``StableDiffusionXLPipeline`` as a user writes it: fp16, SDPA (the
   default), Euler a from the scheduler's config, ``pipe(prompt, ...)``.
 - engine: ``Engine.generate`` at the engine's defaults (previews every 2 steps, no file written).
-- channels_last, fuse_qkv: the engine with that one setting.
+- channels_last, fuse_qkv, gpu_rng: the engine with that one setting (gpu_rng: ``--rng gpu``, the noise drawn
+  on the GPU as A1111 does by default; other pixels than the engine's default CPU noise).
 - fast: the engine with ``compile``, ``channels_last`` and ``fuse_qkv`` (and ``batch_requests=4`` where the
   engine has it); ``compile_s`` is the first job's extra time per shape (batch 1, batch 4).
 - it/s is the UNet's denoising loop only: from the start of the first UNet call to the end of the last of a
@@ -15,9 +16,10 @@ settings, in one process and one run.
 - LoRA: two rank-16 LoRAs on every attention and MLP layer, switched on the fast engine: the switch's time
   and the graphs dynamo compiled while switching among them and none (``recompiles_on_lora_switch``).
 - host_syncs: the times one job (b1) made the host wait for the GPU (``torch.cuda.set_sync_debug_mode``);
-  ``host_syncs_per_job`` gives plain, engine and fast for SD 1.5. The engine draws its noise with CPU
+  ``host_syncs_per_job`` gives plain, engine, gpu_rng and fast for SD 1.5. The engine draws its noise with CPU
   generators (seeds that give the same picture on any machine), so Euler a's per-step noise is copied to
-  the GPU at each step, which plain diffusers with a CUDA generator does not do: this count shows its cost.
+  the GPU at each step, which plain diffusers with a CUDA generator does not do: this count shows its cost,
+  and gpu_rng what drawing on the GPU gains.
 - batched: 4 queued jobs of 4 owners drawn as one batch, against the same 4 one after another (null when
   the engine has no ``batch_requests``).
 
@@ -300,7 +302,8 @@ class Bench:
         self.free()
         variants = [("engine", {})]
         if extras:
-            variants += [("channels_last", {"channels_last": True}), ("fuse_qkv", {"fuse_qkv": True})]
+            variants += [("channels_last", {"channels_last": True}), ("fuse_qkv", {"fuse_qkv": True}),
+                         ("gpu_rng", {"rng": "gpu"})]
         for label, settings in variants:
             if self.deadline.passed(f"{arch} {label}"):
                 continue
@@ -374,7 +377,9 @@ def main() -> None:
         "recompiles_on_lora_switch": _get(sd15, "lora", "recompiles_on_lora_switch"),
         "lora_switch_ms": _get(sd15, "lora", "lora_switch_ms"),
         "batched_speedup": _get(sd15, "batching", "batched_speedup"),
-        "host_syncs_per_job": {part: _get(sd15, part, "b1", "host_syncs") for part in ("plain", "engine", "fast")},
+        "host_syncs_per_job": {part: _get(sd15, part, "b1", "host_syncs")
+                               for part in ("plain", "engine", "gpu_rng", "fast")},
+        "gpu_rng_it_s": _get(sd15, "gpu_rng", "b1", "it_s"),
         "sd15": sd15, "sdxl": sdxl,
     }
     print(json.dumps(result), flush=True)

@@ -16,6 +16,7 @@ from PIL import Image
 
 from app.engine import (
     Engine,
+    EngineConfig,
     Img2ImgRequest,
     InpaintRequest,
     JobCancelled,
@@ -39,6 +40,31 @@ def test_same_seed_gives_same_pixels_and_other_seed_differs(engine: Engine) -> N
     assert first.seeds == [42]
     assert np.array_equal(pixels(first.images[0]), pixels(again.images[0]))
     assert np.abs(pixels(first.images[0]) - pixels(other.images[0])).mean() > 1.0
+
+
+def test_rng_source_is_written_as_a1111_does(models_dir: Path, tmp_path: Path) -> None:
+    """``rng="gpu"`` draws on the pipeline's CUDA device; without one it draws on the CPU, as A1111 does, so
+    the pixels equal those of ``rng="cpu"``. The text says ``RNG: CPU`` only for "cpu" (A1111 leaves out its
+    default, GPU)."""
+    from app.engine.tasks import noise_generators
+
+    common = dict(models_dir=models_dir, outputs_dir=tmp_path, default_model="tiny-sd1", device="cpu",
+                  preview_every=0)
+    request = Txt2ImgRequest(prompt="a red circle", seed=3, sampler="Euler a", save=False, **SMALL)
+    results = {}
+    for rng in ("cpu", "gpu"):
+        engine = Engine(EngineConfig(**common, rng=rng))
+        try:
+            results[rng] = engine.generate(request)
+        finally:
+            engine.shutdown()
+    assert np.array_equal(pixels(results["cpu"].images[0]), pixels(results["gpu"].images[0]))
+    assert ", RNG: CPU, " in results["cpu"].infotexts[0] and "RNG" not in results["gpu"].infotexts[0]
+    cpu = torch.device("cpu")
+    assert [g.device for g in noise_generators([1, 2], torch.device("cuda"), "cpu")] == [cpu, cpu]
+    assert noise_generators([1], cpu, "gpu")[0].device == cpu
+    assert torch.equal(torch.randn(4, generator=noise_generators([9], cpu, "cpu")[0]),
+                       torch.randn(4, generator=torch.Generator().manual_seed(9)))
 
 
 def test_engine_equals_direct_diffusers_call(engine: Engine, models_dir: Path) -> None:

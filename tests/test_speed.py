@@ -75,6 +75,11 @@ def test_settings_are_checked_and_come_from_the_flags(tmp_path: Path) -> None:
     assert SpeedSettings.from_config(config) == SpeedSettings(True, "max-autotune", True, True)
     plain = engine_config_from_args(build_parser().parse_args(["--models-dir", str(tmp_path), "--model", "m"]))
     assert not SpeedSettings.from_config(plain).any
+    assert plain.rng == "cpu" and config.rng == "cpu"
+    assert engine_config_from_args(build_parser().parse_args(["--models-dir", str(tmp_path), "--model", "m",
+                                                              "--rng", "gpu"])).rng == "gpu"
+    with pytest.raises(ValueError, match="--rng 'nv' is not one of cpu, gpu"):
+        EngineConfig(rng="nv")
 
 
 def test_an_upcast_fp16_vae_decoder_compiles_without_cuda_graphs() -> None:

@@ -219,7 +219,7 @@ class BatchRunner:
                 **prepare_inputs(first, setup.loaded).pipeline_kwargs,
                 **(common_kwargs(first) | {"num_images_per_prompt": 1}),  # the stacked embeddings: one row an image
                 **conditioned_call(_stacked(drawn), len(seeds), _BatchReporter(drawn)),
-                generator=[torch.Generator("cpu").manual_seed(seed) for seed in seeds], output_type="pil",
+                generator=setup.generators(seeds), output_type="pil",
             ).images
         except _NobodyLeft:
             return

@@ -12,6 +12,7 @@ DeviceChoice = Literal["auto", "cpu", "cuda", "mps"]
 DtypeChoice = Literal["auto", "fp32", "fp16", "bf16"]
 AttentionChoice = Literal["sdpa", "xformers"]
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's
+RNG_SOURCES = ("cpu", "gpu")  # A1111's "CPU" and "GPU" (its default) random number generator sources
 
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -38,6 +39,7 @@ class EngineConfig:
     channels_last: bool = False  # UNet and VAE in channels_last memory format
     fuse_qkv: bool = False  # diffusers' fused QKV projections (kept in step with LoRA swaps)
     compile_backend: str = "inductor"  # torch.compile backend (tests count recompilations with "eager")
+    rng: str = "cpu"  # A1111's "Random number generator source": "cpu" (the same noise on any device) or "gpu"
 
     def __post_init__(self) -> None:
         if self.max_queue_per_user < 1 or self.max_queue < 1:
@@ -46,6 +48,8 @@ class EngineConfig:
             raise ValueError("--batch-requests must be at least 1 (1: each job drawn alone).")
         if self.compile_mode not in COMPILE_MODES:
             raise ValueError(f"--compile-mode {self.compile_mode!r} is not one of {', '.join(COMPILE_MODES)}.")
+        if self.rng not in RNG_SOURCES:
+            raise ValueError(f"--rng {self.rng!r} is not one of {', '.join(RNG_SOURCES)}.")
         if self.fuse_qkv and self.attention == "xformers":
             raise ValueError("--fuse-qkv uses diffusers' fused SDPA attention; it cannot go with --attention xformers.")
 

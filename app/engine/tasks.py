@@ -147,6 +147,10 @@ class ModelSetup:
     loras: list[ActiveLora]
     vae_hash: str | None
     lora_hashes: dict[str, str]
+    rng: str = "cpu"  # EngineConfig.rng
+
+    def generators(self, seeds: list[int]) -> list[torch.Generator]:
+        return noise_generators(seeds, self.pipe.device, self.rng)
 
     def encode(self, manager: ModelManager, request: GenerationRequest, prompt: str) -> StepConditioning:
         """``prompt`` (LoRA tags taken out) and the request's negative prompt, for this pipeline."""
@@ -162,7 +166,7 @@ class ModelSetup:
     def infotext(self, request: GenerationRequest, seed: int, extra: dict[str, object]) -> str:
         return format_infotext(request, seed=seed, model_name=model_display_name(self.loaded),
                                model_hash=self.loaded.model_hash, vae_name=request.vae, vae_hash=self.vae_hash,
-                               lora_hashes=self.lora_hashes, extra=extra, version=VERSION)
+                               lora_hashes=self.lora_hashes, extra=extra, version=VERSION, rng=self.rng.upper())
 
 
 def set_up_model(request: GenerationRequest, manager: ModelManager) -> ModelSetup:
@@ -180,7 +184,16 @@ def set_up_model(request: GenerationRequest, manager: ModelManager) -> ModelSetu
     pipe.scheduler = make_scheduler(loaded.scheduler_config, *resolve_sampler(request.sampler, request.schedule_type))
     return ModelSetup(loaded, pipe, vae, prompt, loras,
                       vae_hash=manager.registry.short_hash(vae_entry) if vae_entry else None,
-                      lora_hashes={lora.name: manager.registry.lora_hash(lora.path)[:12] for lora in loras})
+                      lora_hashes={lora.name: manager.registry.lora_hash(lora.path)[:12] for lora in loras},
+                      rng=manager.config.rng)
+
+
+def noise_generators(seeds: list[int], device: torch.device, rng: str) -> list[torch.Generator]:
+    """One generator a picture, seeded with its seed. A1111's RNG "CPU" draws on the CPU, so a seed gives
+    the same noise on any machine; "GPU" draws on the pipeline's CUDA device (on another device, on the CPU,
+    as A1111 does), which saves copying each step's noise to the GPU."""
+    where = device if rng == "gpu" and device.type == "cuda" else torch.device("cpu")
+    return [torch.Generator(where).manual_seed(seed) for seed in seeds]
 
 
 def run_generation(ctx: JobContext, request: GenerationRequest, manager: ModelManager,
@@ -227,7 +240,7 @@ def run_generation(ctx: JobContext, request: GenerationRequest, manager: ModelMa
                 **inputs.pipeline_kwargs,
                 **common_kwargs(request),
                 **conditioned_call(conditioning, request.batch_size, reporter),
-                generator=[torch.Generator("cpu").manual_seed(s) for s in batch_seeds],
+                generator=setup.generators(batch_seeds),
                 output_type="latent" if hires and is_latent(request.hr_upscaler) else "pil",
             ).images
             ctx.check_cancelled()
@@ -247,8 +260,7 @@ def run_generation(ctx: JobContext, request: GenerationRequest, manager: ModelMa
             return StepReporter(ctx, previewer, settings.preview_every, request, batch_index, clock,
                                 steps_before=steps_before, steps_after=steps_after)
 
-        return [sd_upscale_pass(ctx, request, upscaled, batch_seeds[0], pipe, conditioning,
-                                loaded.is_inpainting_model, reporter_for)]
+        return [sd_upscale_pass(ctx, request, upscaled, batch_seeds[0], setup, conditioning, reporter_for)]
 
     per_batch = 1 if upscaling else request.batch_size  # SD upscale: one picture a batch; batch size groups tiles
     for batch_index in range(request.batch_count):
@@ -327,7 +339,7 @@ def hires_pass(ctx: JobContext, request: Txt2ImgRequest, prompt: str, first: Any
             image=start, strength=strength, num_inference_steps=total_steps,
             guidance_scale=request.cfg_scale, num_images_per_prompt=len(seeds),
             **conditioned_call(conditioning, len(seeds), reporter),
-            generator=[torch.Generator("cpu").manual_seed(s) for s in seeds], output_type="pil",
+            generator=noise_generators(seeds, pipe.device, manager.config.rng), output_type="pil",
         ).images
 
 
@@ -343,13 +355,13 @@ def sd_upscale_start(ctx: JobContext, request: Img2ImgRequest, manager: ModelMan
     return picture, name
 
 
-def sd_upscale_pass(ctx: JobContext, request: Img2ImgRequest, picture: Image.Image, seed: int, pipe: Any,
-                    conditioning: Any, inpainting_model: bool,
-                    reporter_for: Callable[[int, int], StepReporter]) -> Image.Image:
+def sd_upscale_pass(ctx: JobContext, request: Img2ImgRequest, picture: Image.Image, seed: int, setup: ModelSetup,
+                    conditioning: Any, reporter_for: Callable[[int, int], StepReporter]) -> Image.Image:
     """``picture`` (upscaled) redrawn by img2img in tiles of width x height, ``request.batch_size`` tiles a
     pipeline call, tile k with ``seed + k``. ``reporter_for(steps_before, steps_after)`` makes each call's
     StepReporter, so progress counts the steps of all tiles; cancel is checked between tiles too."""
     per_call = img2img_steps(request.steps, request.denoising_strength)
+    pipe, inpainting_model = setup.pipe, setup.loaded.is_inpainting_model
     done = 0
 
     def draw(batch: sd_upscale.TileBatch) -> list[Image.Image]:
@@ -361,7 +373,7 @@ def sd_upscale_pass(ctx: JobContext, request: Img2ImgRequest, picture: Image.Ima
             inputs.update(mask_image=[Image.new("L", size, 255)] * count, width=size[0], height=size[1])
         images = pipe(**inputs, num_inference_steps=request.steps, guidance_scale=request.cfg_scale,
                       num_images_per_prompt=count, **conditioned_call(conditioning, count, reporter),
-                      generator=[torch.Generator("cpu").manual_seed(s) for s in batch.seeds], output_type="pil").images
+                      generator=setup.generators(batch.seeds), output_type="pil").images
         done = reporter.done
         return images
 
