@@ -9,8 +9,9 @@ from pathlib import Path
 log = logging.getLogger("lora_studio")
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-# app.engine.config.COMPILE_MODES, spelled out: --help must work before torch is installed
+# app.engine.config's COMPILE_MODES and RNG_SOURCES, spelled out: --help must work before torch is installed
 COMPILE_MODE_CHOICES = ["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
+RNG_CHOICES = ["cpu", "gpu"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "face restoration, batch count or prompt editing; each keeps its seed, prompt, "
                              "progress, cancel and files. Faster on a GPU when several people queue; not with "
                              "--ray (default 1: each job alone)")
-    parser.add_argument("--rng", choices=("cpu", "gpu"), default="cpu",
+    parser.add_argument("--rng", choices=RNG_CHOICES, default="cpu",
                         help="where the noise is drawn (A1111's \"Random number generator source\"): cpu gives "
                              "the same picture for a seed on any machine; gpu draws it on the GPU, as A1111 does by "
                              "default, without copying noise to the GPU at each step (default cpu)")

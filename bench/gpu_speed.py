@@ -206,13 +206,14 @@ class Bench:
         timer = LoopTimer(engine.manager.get(name).txt2img.unet, self.device)
         figures = {}
         for batch in batches:
+            def job(batch: int = batch) -> None:
+                engine.generate(self.request(size, batch))
+
             if compile_s is not None:  # the first job of a shape compiles: its extra time against a warm job
-                first = self.timed(lambda: engine.generate(self.request(size, batch)))
-                warm = self.timed(lambda: engine.generate(self.request(size, batch)))
+                first, warm = self.timed(job), self.timed(job)
                 compile_s[f"b{batch}"] = round(first - warm, 1)
-            figures[f"b{batch}"] = measure(lambda b=batch: engine.generate(self.request(size, b)), timer, batch,
-                                           self.runs, self.sync)
-            figures[f"b{batch}"]["host_syncs"] = self.host_syncs(lambda b=batch: engine.generate(self.request(size, b)))
+            figures[f"b{batch}"] = measure(job, timer, batch, self.runs, self.sync)
+            figures[f"b{batch}"]["host_syncs"] = self.host_syncs(job)
             self.log(f"{label} {name} b{batch}: {figures[f'b{batch}']}"
                      + (f", compile {compile_s[f'b{batch}']} s" if compile_s is not None else ""))
         timer.remove()

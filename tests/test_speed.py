@@ -61,10 +61,10 @@ def test_buckets_are_powers_of_two() -> None:
 
 
 def test_settings_are_checked_and_come_from_the_flags(tmp_path: Path) -> None:
-    from app.cli import COMPILE_MODE_CHOICES, build_parser, engine_config_from_args
-    from app.engine.config import COMPILE_MODES
+    from app.cli import COMPILE_MODE_CHOICES, RNG_CHOICES, build_parser, engine_config_from_args
+    from app.engine.config import COMPILE_MODES, RNG_SOURCES
 
-    assert COMPILE_MODE_CHOICES == list(COMPILE_MODES)
+    assert COMPILE_MODE_CHOICES == list(COMPILE_MODES) and RNG_CHOICES == list(RNG_SOURCES)
     with pytest.raises(ValueError, match="--compile-mode 'fastest' is not one of default, reduce-overhead"):
         EngineConfig(compile_mode="fastest")
     with pytest.raises(ValueError, match="cannot go with --attention xformers"):

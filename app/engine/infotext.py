@@ -173,9 +173,9 @@ def format_infotext(
 
     The prompt is written as given (LoRA tags stay in it). ``extra`` holds further A1111
     parameters (``Hires upscale``, ``TI hashes``...), placed where A1111 puts them; a value of
-    None leaves its key out. ``rng`` is A1111's "Random number generator source": the engine draws its
-    noise with CPU generators on every device (a seed gives the same noise on any machine), which is
-    A1111's "CPU"; a text without the key means A1111's default, "GPU".
+    None leaves its key out. ``rng`` is A1111's "Random number generator source" the noise came from:
+    "CPU" (the engine's default, ``--rng cpu``: a seed gives the same noise on any machine) or "GPU"
+    (``--rng gpu``), A1111's default, which a text says by leaving the key out.
     """
     sampler, schedule = _canonical_sampler(request)
     params: dict[str, object | None] = dict.fromkeys(FIXED_KEYS)
