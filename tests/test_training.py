@@ -352,7 +352,12 @@ def test_sdxl_training_writes_sgm_names_that_load(tmp_path: Path, workdir: Path)
 def _cli(args: list[str], cwd: Path, launcher: list[str] | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(ROOT)}
     command = (launcher or [sys.executable]) + ["-m", "app.training", *args]
-    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    try:  # inside pytest's own 300 s, so that a hung run shows what it printed
+        return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=240)
+    except subprocess.TimeoutExpired as hung:
+        output = "".join(part.decode(errors="replace") if isinstance(part, bytes) else (part or "")
+                         for part in (hung.stdout, hung.stderr))
+        pytest.fail(f"{' '.join(command[:3])} ... did not end in 240 s; its output:\n{output[-4000:]}")
 
 
 def test_cli_with_flags_and_with_a_toml_file(workdir: Path, tmp_path: Path) -> None:
