@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -350,14 +351,22 @@ def test_sdxl_training_writes_sgm_names_that_load(tmp_path: Path, workdir: Path)
 
 
 def _cli(args: list[str], cwd: Path, launcher: list[str] | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(ROOT)}
+    """Runs the training CLI. GLOO_SOCKET_IFNAME keeps accelerate's processes talking over loopback. The run
+    gets its own process group: a hung run is killed whole at 240 s (inside pytest's own 300 s), launcher
+    and workers, so that the pipes close and the failure shows what it printed."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(ROOT),
+           "GLOO_SOCKET_IFNAME": "lo"}
     command = (launcher or [sys.executable]) + ["-m", "app.training", *args]
-    try:  # inside pytest's own 300 s, so that a hung run shows what it printed
-        return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=240)
-    except subprocess.TimeoutExpired as hung:
-        output = "".join(part.decode(errors="replace") if isinstance(part, bytes) else (part or "")
-                         for part in (hung.stdout, hung.stderr))
-        pytest.fail(f"{' '.join(command[:3])} ... did not end in 240 s; its output:\n{output[-4000:]}")
+    with subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          start_new_session=True) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=240)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            stdout, stderr = process.communicate()
+            pytest.fail(f"{' '.join(command[:3])} ... did not end in 240 s; its output:\n"
+                        f"{(stdout + stderr)[-4000:]}")
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
 def test_cli_with_flags_and_with_a_toml_file(workdir: Path, tmp_path: Path) -> None:
