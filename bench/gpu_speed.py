@@ -4,7 +4,8 @@ settings, in one process and one run.
     .venv/bin/python bench/gpu_speed.py [--quick] [--compile-mode reduce-overhead] [--deadline-s 420]
 
 - plain: ``StableDiffusionPipeline`` / ``StableDiffusionXLPipeline`` as a user writes it: fp16, SDPA (the
-  default), Euler a from the scheduler's config, ``pipe(prompt, ...)``.
+  default), Euler a from the scheduler's config, ``pipe(prompt, ...)``; run on a thread of its own, as the
+  engine runs on its worker, and the main thread never computes (see ``on_own_thread``).
 - engine: ``Engine.generate`` at the engine's defaults (previews every 2 steps, no file written).
 - channels_last, fuse_qkv, gpu_rng: the engine with that one setting (gpu_rng: ``--rng gpu``, the noise drawn
   on the GPU as A1111 does by default; other pixels than the engine's default CPU noise).
@@ -40,10 +41,12 @@ import signal
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import app  # noqa: F401  (first: it makes torchvision importable before diffusers imports it)
 import diffusers
@@ -51,6 +54,7 @@ import torch
 from diffusers import DiffusionPipeline, EulerAncestralDiscreteScheduler
 
 from app.engine import Engine, EngineConfig, Txt2ImgRequest
+from app.engine.jobs import Job, JobResult
 from app.engine.speed import compiled_graphs
 from app.engine.tiny import build_tiny_pipeline
 from batch_requests import one_after_another, queued_together
@@ -203,7 +207,7 @@ class Bench:
 
     def engine_figures(self, engine: Engine, name: str, size: int, batches: list[int], label: str,
                        compile_s: dict | None = None) -> dict[str, Figures]:
-        timer = LoopTimer(engine.manager.get(name).txt2img.unet, self.device)
+        timer = LoopTimer(on_worker(engine, lambda: engine.manager.get(name).txt2img.unet), self.device)
         figures = {}
         for batch in batches:
             def job(batch: int = batch) -> None:
@@ -257,7 +261,7 @@ class Bench:
         assert adapters is not None
         paths = [self.models_dir / "Lora" / f"speed-{i}.safetensors" for i in range(2)]
         for i, path in enumerate(paths):
-            write_lora(loaded.txt2img.unet, path, 16, seed=i)
+            on_own_thread(lambda i=i, path=path: write_lora(loaded.txt2img.unet, path, 16, seed=i))
         loras = [ActiveLora(p.stem, p, engine.registry.lora_info(p), 1.0) for p in paths]
         prompts = [PROMPT, f"{PROMPT} <lora:speed-0:1>", f"{PROMPT} <lora:speed-1:1>",
                    f"{PROMPT} <lora:speed-0:0.5> <lora:speed-1:0.5>"]
@@ -298,8 +302,8 @@ class Bench:
         out.update(size=size, batches=batches)
         if self.deadline.passed(f"{arch} build"):
             return
-        name = self.build(arch)
-        out["plain"] = self.plain(name, size, batches)
+        name = on_own_thread(lambda: self.build(arch))
+        out["plain"] = on_own_thread(lambda: self.plain(name, size, batches))
         self.free()
         variants = [("engine", {})]
         if extras:
@@ -325,6 +329,40 @@ class Bench:
         engine.shutdown()
         engine.manager.unload_all()
         self.free()
+
+
+def on_own_thread(fn: Callable[[], object]) -> Any:
+    """``fn()`` on a thread that ends with it, as the engine's jobs run on its worker thread (the model is
+    built so too: the main thread never computes).
+
+    On the CPU this keeps the comparison fair. Each thread that computes keeps its own OpenMP team for as
+    long as it lives, and once libgomp manages more threads than there are CPUs (a team on the main thread
+    from plain diffusers, another on the engine's worker), its idle threads spin 100 times instead of
+    300,000 before they sleep, so every small op pays a wake-up. Measured with the tiny model at 64x64 on
+    2 cores: the same plain pipeline ran about 20 % slower on a second thread once the main thread had
+    computed, and the quick rehearsal's engine_vs_plain was 0.64-0.85 before this, 0.97-1.10 after. On a
+    GPU it changes nothing (CUDA ops do not use OpenMP). The app computes only on its worker."""
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = fn()
+        except BaseException as exc:  # handed to the caller
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, name="bench-step")
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def on_worker(engine: Engine, fn: Callable[[], object]) -> Any:
+    """``fn()`` run as a job on the engine's worker (loading a model there, not on the main thread: see
+    on_own_thread)."""
+    job = Job("bench", lambda ctx: JobResult(info={"value": fn()}), description="bench")
+    return engine.worker.submit(job).wait(600).info["value"]
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
