@@ -4,7 +4,8 @@
 #   bash bench/gpu_session.sh demo      # python -m app.demo.build on the GPU (after a determinism check), packed for the trip back
 #   bash bench/gpu_session.sh star      # bench/star_lora_sweep.py side by side, one run per line of bench/star_runs.txt
 #   bash bench/gpu_session.sh speed     # bench/gpu_speed.py: plain diffusers vs the engine and its speed settings (~8 min)
-# Packages the image lacks (or has in other versions) travel as wheels in .whl/ and go to /tmp/site.
+# Packages the image lacks (or has in other versions) travel as wheels in .whl/ and go to /tmp/site:
+# fill it here with  bash bench/gather_wheels.sh  and name ".whl" in the run's carry.
 # Logs and results land in $OUT (default: ./gpu-out).
 set -u
 OUT=${OUT:-gpu-out}

@@ -23,6 +23,9 @@ settings, in one process and one run.
   and gpu_rng what drawing on the GPU gains.
 - batched: 4 queued jobs of 4 owners drawn as one batch, against the same 4 one after another (null when
   the engine has no ``batch_requests``).
+- xformers: the engine with ``--attention xformers`` (b1, SD 1.5), last, where CUDA and the xformers extra
+  are there (else skipped, null); ``xformers_vs_sdpa`` is its it/s over the engine's default SDPA.
+- a variant whose jobs fail (say, xformers without kernels for the card) logs its error and the run goes on.
 
 SD 1.5 at 512x512 and SDXL at 1024x1024, 20 steps, CFG 7, batch 1 and 4 (SDXL: 1). ``--quick`` runs tiny
 models at 64x64 and 4 steps, on the CPU in a couple of minutes: a rehearsal before any GPU time is spent.
@@ -35,10 +38,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gc
+import importlib.util
 import json
 import os
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -53,7 +58,7 @@ import diffusers
 import torch
 from diffusers import DiffusionPipeline, EulerAncestralDiscreteScheduler
 
-from app.engine import Engine, EngineConfig, Txt2ImgRequest
+from app.engine import Engine, EngineConfig, JobFailed, Txt2ImgRequest
 from app.engine.jobs import Job, JobResult
 from app.engine.speed import compiled_graphs
 from app.engine.tiny import build_tiny_pipeline
@@ -223,6 +228,28 @@ class Bench:
         timer.remove()
         return figures
 
+    def variant(self, label: str, name: str, size: int, batches: list[int], settings: dict) -> dict:
+        """The engine with ``settings``: its figures, or the error that stopped it (the run goes on)."""
+        engine = self.engine(name, **settings)
+        try:
+            return self.engine_figures(engine, name, size, batches, label)
+        except (JobFailed, ValueError) as exc:
+            self.log(f"{label}: failed: {exc}")
+            return {"error": str(exc)}
+        finally:
+            engine.shutdown()
+            engine.manager.unload_all()
+
+    def xformers(self, out: dict, name: str, size: int) -> None:
+        """The engine with xformers' attention (b1), to set against its default SDPA: CUDA only, and only
+        where the xformers extra is installed. Run last: the goals come first."""
+        missing = ("needs CUDA" if self.device.type != "cuda"
+                   else "not installed" if importlib.util.find_spec("xformers") is None else _import_fails("xformers.ops"))
+        if missing:
+            self.log(f"xformers: skipped ({missing})")
+        elif not self.deadline.passed("xformers"):
+            out["xformers"] = self.variant("xformers", name, size, [1], {"attention": "xformers"})
+
     def host_syncs(self, job: Callable[[], object]) -> int | None:
         """How many times one job made the host wait for the GPU (torch's sync debug mode: ``.item()``,
         ``.cpu()``, copies from pageable memory...). Each one lets the GPU run dry while the host queues the
@@ -302,7 +329,7 @@ class Bench:
         out.update(size=size, batches=batches)
         if self.deadline.passed(f"{arch} build"):
             return
-        name = on_own_thread(lambda: self.build(arch))
+        name = out["model"] = on_own_thread(lambda: self.build(arch))
         out["plain"] = on_own_thread(lambda: self.plain(name, size, batches))
         self.free()
         variants = [("engine", {})]
@@ -312,11 +339,7 @@ class Bench:
         for label, settings in variants:
             if self.deadline.passed(f"{arch} {label}"):
                 continue
-            engine = self.engine(name, **settings)
-            out[label] = self.engine_figures(engine, name, size, batches if label == "engine" else batches[:1],
-                                             label)
-            engine.shutdown()
-            engine.manager.unload_all()
+            out[label] = self.variant(label, name, size, batches if label == "engine" else batches[:1], settings)
         if self.deadline.passed(f"{arch} fast"):
             return
         engine = self.engine(name, **self.fast_settings())
@@ -365,6 +388,17 @@ def on_worker(engine: Engine, fn: Callable[[], object]) -> Any:
     return engine.worker.submit(job).wait(600).info["value"]
 
 
+def _import_fails(module: str) -> str | None:
+    """Why ``module`` does not import, tried in a child process (a wheel built for another torch may crash
+    the process that imports it, and this run's figures are not printed yet); None when it imports."""
+    try:
+        probe = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        return f"import {module} took over 120 s"
+    lines = (probe.stderr or "").strip().splitlines()
+    return None if probe.returncode == 0 else f"import {module} failed: {lines[-1] if lines else probe.returncode}"
+
+
 def _dtype_name(dtype: torch.dtype) -> str:
     return {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(dtype, "fp32")
 
@@ -398,6 +432,8 @@ def main() -> None:
         bench.run_arch(sd15, "sd15", size_sd15, [1, 4], extras=True)
         if not args.no_sdxl:
             bench.run_arch(sdxl, "sdxl", size_sdxl, [1], extras=False)
+        if "model" in sd15:
+            bench.xformers(sd15, sd15["model"], size_sd15)
     except Cut:
         cut = True
         print("-- cut by SIGTERM: reporting what was measured", flush=True)
@@ -419,6 +455,8 @@ def main() -> None:
         "host_syncs_per_job": {part: _get(sd15, part, "b1", "host_syncs")
                                for part in ("plain", "engine", "gpu_rng", "fast")},
         "gpu_rng_it_s": _get(sd15, "gpu_rng", "b1", "it_s"),
+        "xformers_it_s": _get(sd15, "xformers", "b1", "it_s"),
+        "xformers_vs_sdpa": _ratio(_get(sd15, "xformers", "b1", "it_s"), engine_it_s),
         "sd15": sd15, "sdxl": sdxl,
     }
     print(json.dumps(result), flush=True)
