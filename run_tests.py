@@ -20,7 +20,7 @@ if __name__ == "__main__":
     ensure_environment("test")
     args = sys.argv[1:]
     env = dict(os.environ)
-    if "-n" not in args:  # ``-n 0`` runs in this process, one test after another
+    if not any(arg.startswith(("-n", "--numprocesses")) for arg in args):  # ``-n 0``/``-n0``: this process
         args = [*TWO_WORKERS, *args]
         # One torch thread each: two workers of two threads on two cores made compute-bound tests up to
         # ten times slower.

@@ -44,9 +44,10 @@ def test_same_seed_gives_same_pixels_and_other_seed_differs(engine: Engine) -> N
 
 def test_rng_source_is_written_as_a1111_does(models_dir: Path, tmp_path: Path) -> None:
     """``rng="gpu"`` draws on the pipeline's CUDA device; without one it draws on the CPU, as A1111 does, so
-    the pixels equal those of ``rng="cpu"``. The text says ``RNG: CPU`` only for "cpu" (A1111 leaves out its
-    default, GPU)."""
-    from app.engine.tasks import noise_generators
+    the pixels equal those of ``rng="cpu"``. The text names where the noise was drawn: ``RNG: CPU`` for
+    both here; noise drawn on CUDA is A1111's default, GPU, which its text leaves out."""
+    from app.engine.infotext import format_infotext
+    from app.engine.tasks import noise_generators, noise_source
 
     common = dict(models_dir=models_dir, outputs_dir=tmp_path, default_model="tiny-sd1", device="cpu",
                   preview_every=0)
@@ -59,9 +60,11 @@ def test_rng_source_is_written_as_a1111_does(models_dir: Path, tmp_path: Path) -
         finally:
             engine.shutdown()
     assert np.array_equal(pixels(results["cpu"].images[0]), pixels(results["gpu"].images[0]))
-    assert ", RNG: CPU, " in results["cpu"].infotexts[0] and "RNG" not in results["gpu"].infotexts[0]
-    cpu = torch.device("cpu")
-    assert [g.device for g in noise_generators([1, 2], torch.device("cuda"), "cpu")] == [cpu, cpu]
+    assert all(", RNG: CPU, " in result.infotexts[0] for result in results.values())
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert [noise_source(cuda, "gpu"), noise_source(cuda, "cpu"), noise_source(cpu, "gpu")] == ["GPU", "CPU", "CPU"]
+    assert "RNG" not in format_infotext(request, seed=3, model_name="m", model_hash=None, rng="GPU")
+    assert [g.device for g in noise_generators([1, 2], cuda, "cpu")] == [cpu, cpu]
     assert noise_generators([1], cpu, "gpu")[0].device == cpu
     assert torch.equal(torch.randn(4, generator=noise_generators([9], cpu, "cpu")[0]),
                        torch.randn(4, generator=torch.Generator().manual_seed(9)))

@@ -3,12 +3,13 @@ load it, the CLI alone and on two processes."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -350,23 +351,39 @@ def test_sdxl_training_writes_sgm_names_that_load(tmp_path: Path, workdir: Path)
     assert kept.steps == 2 and all(np.isfinite(kept.losses))  # preservation with SDXL's size conditioning
 
 
+CLI_TIMEOUT_S = 140
+
+
 def _cli(args: list[str], cwd: Path, launcher: list[str] | None = None) -> subprocess.CompletedProcess:
-    """Runs the training CLI. GLOO_SOCKET_IFNAME keeps accelerate's processes talking over loopback. The run
-    gets its own process group: a hung run is killed whole at 240 s (inside pytest's own 300 s), launcher
-    and workers, so that the pipes close and the failure shows what it printed."""
+    """Runs the training CLI. GLOO_SOCKET_IFNAME keeps accelerate's processes talking over loopback.
+
+    A run that hangs is killed at CLI_TIMEOUT_S (a test may make two runs in pytest's own 300 s), with every
+    process under it: torch's launcher starts each worker in a session of its own, so neither killing
+    the launcher nor its process group would end them. The output goes to files, not pipes, so that a
+    killed run's output can still be read and shown."""
+    import psutil  # accelerate's own dependency
+
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(ROOT),
            "GLOO_SOCKET_IFNAME": "lo"}
     command = (launcher or [sys.executable]) + ["-m", "app.training", *args]
-    with subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                          start_new_session=True) as process:
+    with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
+        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=stdout, stderr=stderr, text=True)
+        hung = False
         try:
-            stdout, stderr = process.communicate(timeout=240)
+            process.wait(timeout=CLI_TIMEOUT_S)
         except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            stdout, stderr = process.communicate()
-            pytest.fail(f"{' '.join(command[:3])} ... did not end in 240 s; its output:\n"
-                        f"{(stdout + stderr)[-4000:]}")
-    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+            hung = True
+            for child in [*psutil.Process(process.pid).children(recursive=True), process]:
+                with contextlib.suppress(psutil.NoSuchProcess, ProcessLookupError):
+                    child.kill()
+            process.wait()
+        stdout.seek(0)
+        stderr.seek(0)
+        done = subprocess.CompletedProcess(command, process.returncode, stdout.read(), stderr.read())
+    if hung:
+        pytest.fail(f"{' '.join(command[:3])} ... did not end in {CLI_TIMEOUT_S} s; its output:\n"
+                    f"{(done.stdout + done.stderr)[-4000:]}")
+    return done
 
 
 def test_cli_with_flags_and_with_a_toml_file(workdir: Path, tmp_path: Path) -> None:

@@ -2,7 +2,7 @@
 
 With ``EngineConfig.batch_requests`` N > 1 the worker hands up to N queued jobs whose ``batch_key`` is
 equal to ``BatchRunner``: one pipeline call with every job's prompt embeddings stacked (the negative
-halves too) and one CPU generator per image, each job's seeds as its own (image k of a job gets
+halves too) and one generator per image (``noise_generators``), each job's seeds as its own (image k of a job gets
 seed + k), so each picture equals the one its job draws alone up to the rounding of batched matmuls.
 Each job keeps its own events, ETA, previews of its own rows, infotext, result and files. A job
 cancelled mid-batch ends "cancelled" at the next step and its rows are dropped from the results; the

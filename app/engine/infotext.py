@@ -175,7 +175,7 @@ def format_infotext(
     parameters (``Hires upscale``, ``TI hashes``...), placed where A1111 puts them; a value of
     None leaves its key out. ``rng`` is A1111's "Random number generator source" the noise came from:
     "CPU" (the engine's default, ``--rng cpu``: a seed gives the same noise on any machine) or "GPU"
-    (``--rng gpu``), A1111's default, which a text says by leaving the key out.
+    (``--rng gpu`` on a CUDA device), A1111's default, which a text says by leaving the key out.
     """
     sampler, schedule = _canonical_sampler(request)
     params: dict[str, object | None] = dict.fromkeys(FIXED_KEYS)

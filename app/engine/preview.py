@@ -60,7 +60,7 @@ class LatentPreviewer:
         host = torch.empty(latent.shape, dtype=latent.dtype, pin_memory=True)
         host.copy_(latent, non_blocking=True)
         copied = torch.cuda.Event()
-        copied.record()
+        copied.record(torch.cuda.current_stream(latent.device))  # the stream the copy went on (cuda:N too)
         return PendingPreview(self, host, copied)
 
     def project(self, latent: torch.Tensor) -> Image.Image:

@@ -1,8 +1,9 @@
 """txt2img, img2img and inpaint: turn a validated request into pipeline calls, images and files.
 
-Runs on the worker thread. Each batch of the request is one diffusers call with one CPU
-generator per image (seeds follow A1111: image k of the job gets ``seed + k``), so the same
-seed gives the same pixels on any device.
+Runs on the worker thread. Each batch of the request is one diffusers call with one generator per
+image (seeds follow A1111: image k of the job gets ``seed + k``). The generators draw on the CPU by
+default (``--rng cpu``), so the same seed gives the same pixels on any device; ``--rng gpu`` draws on
+the CUDA device instead, as A1111's default does.
 """
 
 from __future__ import annotations
@@ -166,7 +167,8 @@ class ModelSetup:
     def infotext(self, request: GenerationRequest, seed: int, extra: dict[str, object]) -> str:
         return format_infotext(request, seed=seed, model_name=model_display_name(self.loaded),
                                model_hash=self.loaded.model_hash, vae_name=request.vae, vae_hash=self.vae_hash,
-                               lora_hashes=self.lora_hashes, extra=extra, version=VERSION, rng=self.rng.upper())
+                               lora_hashes=self.lora_hashes, extra=extra, version=VERSION,
+                               rng=noise_source(self.pipe.device, self.rng))
 
 
 def set_up_model(request: GenerationRequest, manager: ModelManager) -> ModelSetup:
@@ -188,11 +190,23 @@ def set_up_model(request: GenerationRequest, manager: ModelManager) -> ModelSetu
                       rng=manager.config.rng)
 
 
-def noise_generators(seeds: list[int], device: torch.device, rng: str) -> list[torch.Generator]:
-    """One generator a picture, seeded with its seed. A1111's RNG "CPU" draws on the CPU, so a seed gives
+def noise_device(device: torch.device, rng: str) -> torch.device:
+    """Where a pipeline on ``device`` draws its noise. A1111's RNG "CPU" draws on the CPU, so a seed gives
     the same noise on any machine; "GPU" draws on the pipeline's CUDA device (on another device, on the CPU,
     as A1111 does), which saves copying each step's noise to the GPU."""
-    where = device if rng == "gpu" and device.type == "cuda" else torch.device("cpu")
+    return device if rng == "gpu" and device.type == "cuda" else torch.device("cpu")
+
+
+def noise_source(device: torch.device, rng: str) -> str:
+    """The infotext's RNG: where the noise was drawn in fact. ``--rng gpu`` without CUDA drew on the CPU,
+    so its text says "CPU" (A1111 would leave its default, GPU, which another machine's CUDA would not
+    reproduce)."""
+    return "GPU" if noise_device(device, rng).type == "cuda" else "CPU"
+
+
+def noise_generators(seeds: list[int], device: torch.device, rng: str) -> list[torch.Generator]:
+    """One generator a picture, seeded with its seed, on ``noise_device``."""
+    where = noise_device(device, rng)
     return [torch.Generator(where).manual_seed(seed) for seed in seeds]
 
 
