@@ -23,9 +23,11 @@ settings, in one process and one run.
   and gpu_rng what drawing on the GPU gains.
 - batched: 4 queued jobs of 4 owners drawn as one batch, against the same 4 one after another (null when
   the engine has no ``batch_requests``).
-- xformers: the engine with ``--attention xformers`` (b1, SD 1.5), last, where CUDA and the xformers extra
-  are there (else skipped, null); ``xformers_vs_sdpa`` is its it/s over the engine's default SDPA.
-- a variant whose jobs fail (say, xformers without kernels for the card) logs its error and the run goes on.
+- xformers: the engine with ``--attention xformers`` (b1, SD 1.5) right after the engine at its default
+  SDPA, where CUDA and the xformers extra are there and a child process could run it (else skipped, null);
+  ``xformers_vs_sdpa`` is its it/s over the engine's, ``xformers_op`` the forward operator it picked.
+- a variant whose jobs fail (say, xformers without kernels for the card) logs its error and the run goes
+  on; an error that stops an architecture's phases is in ``errors`` and the next architecture still runs.
 
 SD 1.5 at 512x512 and SDXL at 1024x1024, 20 steps, CFG 7, batch 1 and 4 (SDXL: 1). ``--quick`` runs tiny
 models at 64x64 and 4 steps, on the CPU in a couple of minutes: a rehearsal before any GPU time is spent.
@@ -48,6 +50,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -241,14 +244,22 @@ class Bench:
             engine.manager.unload_all()
 
     def xformers(self, out: dict, name: str, size: int) -> None:
-        """The engine with xformers' attention (b1), to set against its default SDPA: CUDA only, and only
-        where the xformers extra is installed. Run last: the goals come first."""
-        missing = ("needs CUDA" if self.device.type != "cuda"
-                   else "not installed" if importlib.util.find_spec("xformers") is None else _import_fails("xformers.ops"))
-        if missing:
-            self.log(f"xformers: skipped ({missing})")
-        elif not self.deadline.passed("xformers"):
-            out["xformers"] = self.variant("xformers", name, size, [1], {"attention": "xformers"})
+        """The engine with xformers' attention (b1), measured right after the engine at its default SDPA:
+        CUDA only, and only where the xformers extra is installed and imports. ``xformers_op`` is the
+        forward operator xformers picks for SD 1.5's self-attention at 512x512: without the flash_attn
+        package, xformers' "flash" operator calls PyTorch's own flash kernel, the one SDPA picks too."""
+        if self.deadline.passed("xformers"):
+            return
+        if self.device.type != "cuda" or importlib.util.find_spec("xformers") is None:
+            self.log(f"xformers: skipped ({'needs CUDA' if self.device.type != 'cuda' else 'not installed'})")
+            return
+        failure, op = _probe_xformers()
+        if failure:
+            self.log(f"xformers: skipped ({failure})")
+            return
+        out["xformers_op"] = op
+        self.log(f"xformers forward operator: {op}")
+        out["xformers"] = self.variant("xformers", name, size, [1], {"attention": "xformers"})
 
     def host_syncs(self, job: Callable[[], object]) -> int | None:
         """How many times one job made the host wait for the GPU (torch's sync debug mode: ``.item()``,
@@ -340,18 +351,22 @@ class Bench:
             if self.deadline.passed(f"{arch} {label}"):
                 continue
             out[label] = self.variant(label, name, size, batches if label == "engine" else batches[:1], settings)
+            if label == "engine" and extras:
+                self.xformers(out, name, size)
         if self.deadline.passed(f"{arch} fast"):
             return
         engine = self.engine(name, **self.fast_settings())
-        out["compile_s"] = {}
-        out["fast"] = self.engine_figures(engine, name, size, batches, "fast", out["compile_s"])
-        if extras and not self.deadline.passed("LoRA switching"):
-            out["lora"] = self.lora_switch(engine, name, size)
-        if extras and self.has_batching and not self.deadline.passed("batching"):
-            out["batching"] = self.batched(engine, size)
-        engine.shutdown()
-        engine.manager.unload_all()
-        self.free()
+        try:  # a failure here ends this architecture's phases (main goes on), not with its engine still loaded
+            out["compile_s"] = {}
+            out["fast"] = self.engine_figures(engine, name, size, batches, "fast", out["compile_s"])
+            if extras and not self.deadline.passed("LoRA switching"):
+                out["lora"] = self.lora_switch(engine, name, size)
+            if extras and self.has_batching and not self.deadline.passed("batching"):
+                out["batching"] = self.batched(engine, size)
+        finally:
+            engine.shutdown()
+            engine.manager.unload_all()
+            self.free()
 
 
 def on_own_thread(fn: Callable[[], object]) -> Any:
@@ -388,15 +403,31 @@ def on_worker(engine: Engine, fn: Callable[[], object]) -> Any:
     return engine.worker.submit(job).wait(600).info["value"]
 
 
-def _import_fails(module: str) -> str | None:
-    """Why ``module`` does not import, tried in a child process (a wheel built for another torch may crash
-    the process that imports it, and this run's figures are not printed yet); None when it imports."""
+XFORMERS_PROBE = """
+import torch, xformers.ops
+q = torch.randn(2, 4096, 8, 40, device="cuda", dtype=torch.float16)  # SD 1.5's first self-attention, 512x512
+try:  # xformers' own dispatcher (not public API: a failure here only loses the name)
+    from xformers.ops.fmha import Inputs, dispatch
+    print(dispatch._dispatch_fw(Inputs(q, q, q), False).NAME)
+except Exception as exc:
+    print(f"unknown ({type(exc).__name__})")
+xformers.ops.memory_efficient_attention(q, q, q)
+torch.cuda.synchronize()
+"""
+
+
+def _probe_xformers() -> tuple[str | None, str | None]:
+    """(why xformers cannot run, None) or (None, its forward operator's name), tried in a child process:
+    a wheel built for another torch may crash the process that imports it, and this run's JSON line is
+    not printed yet."""
     try:
-        probe = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True, timeout=120)
+        probe = subprocess.run([sys.executable, "-c", XFORMERS_PROBE], capture_output=True, text=True, timeout=120)
     except subprocess.TimeoutExpired:
-        return f"import {module} took over 120 s"
-    lines = (probe.stderr or "").strip().splitlines()
-    return None if probe.returncode == 0 else f"import {module} failed: {lines[-1] if lines else probe.returncode}"
+        return "its probe took over 120 s", None
+    if probe.returncode != 0:
+        lines = (probe.stderr or "").strip().splitlines()
+        return f"its probe failed: {lines[-1] if lines else probe.returncode}", None
+    return None, (probe.stdout.strip().splitlines() or ["unknown"])[-1]
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
@@ -428,12 +459,17 @@ def main() -> None:
     sdxl: dict = {}
     signal.signal(signal.SIGTERM, _cut)
     cut = False
+    errors: dict[str, str] = {}
+    phases = [(sd15, "sd15", size_sd15, [1, 4], True)] + ([] if args.no_sdxl else [(sdxl, "sdxl", size_sdxl, [1], False)])
     try:
-        bench.run_arch(sd15, "sd15", size_sd15, [1, 4], extras=True)
-        if not args.no_sdxl:
-            bench.run_arch(sdxl, "sdxl", size_sdxl, [1], extras=False)
-        if "model" in sd15:
-            bench.xformers(sd15, sd15["model"], size_sd15)
+        for out, arch, size, batches, extras in phases:
+            try:
+                bench.run_arch(out, arch, size, batches, extras)
+            except Exception as exc:  # an OOM, a compile error: what was measured still counts, the next goes on
+                traceback.print_exc()
+                errors[arch] = f"{type(exc).__name__}: {exc}"
+                bench.log(f"{arch}: stopped by {errors[arch]}")
+                bench.free()
     except Cut:
         cut = True
         print("-- cut by SIGTERM: reporting what was measured", flush=True)
@@ -441,7 +477,8 @@ def main() -> None:
     plain_it_s, engine_it_s, fast_it_s = (_get(sd15, part, "b1", "it_s") for part in ("plain", "engine", "fast"))
     result = {
         "gpu": gpu, "torch": torch.__version__, "diffusers": diffusers.__version__, "device": str(bench.device),
-        "dtype": str(bench.dtype), "quick": args.quick, "cut": cut, "steps": bench.steps, "compile_mode": args.compile_mode,
+        "dtype": str(bench.dtype), "quick": args.quick, "cut": cut, "errors": errors, "steps": bench.steps,
+        "compile_mode": args.compile_mode,
         "plain_it_s": plain_it_s, "engine_it_s": engine_it_s, "fast_it_s": fast_it_s,
         "engine_vs_plain": _ratio(engine_it_s, plain_it_s), "speedup_vs_plain": _ratio(fast_it_s, plain_it_s),
         "plain_b4_it_s": _get(sd15, "plain", "b4", "it_s"), "fast_b4_it_s": _get(sd15, "fast", "b4", "it_s"),
@@ -457,6 +494,7 @@ def main() -> None:
         "gpu_rng_it_s": _get(sd15, "gpu_rng", "b1", "it_s"),
         "xformers_it_s": _get(sd15, "xformers", "b1", "it_s"),
         "xformers_vs_sdpa": _ratio(_get(sd15, "xformers", "b1", "it_s"), engine_it_s),
+        "xformers_op": sd15.get("xformers_op"),
         "sd15": sd15, "sdxl": sdxl,
     }
     print(json.dumps(result), flush=True)
