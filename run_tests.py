@@ -23,7 +23,8 @@ if __name__ == "__main__":
     if not any(arg.startswith(("-n", "--numprocesses")) for arg in args):  # ``-n 0``/``-n0``: this process
         args = [*TWO_WORKERS, *args]
         # One torch thread each: two workers of two threads on two cores made compute-bound tests up to
-        # ten times slower.
+        # ten times slower (more OpenMP threads than cores: they preempt each other, and libgomp's idle
+        # threads stop spinning, so each small op waits for a wake-up; see bench/RESULTS.md).
         env.setdefault("OMP_NUM_THREADS", "1")
     code = subprocess.call([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args], env=env)
     if code == 5:  # pytest: no test was collected
