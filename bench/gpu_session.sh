@@ -46,7 +46,9 @@ case "${1:-benches}" in
     fi
     ;;
   speed)  # phases starting after SPEED_DEADLINE seconds are skipped (null figures); the whole run is cut at SPEED_LIMIT
-    bench gpu_speed "${SPEED_LIMIT:-470}" --compile-mode "${COMPILE_MODE:-reduce-overhead}" --deadline-s "${SPEED_DEADLINE:-330}"
+    # SPEED_ARGS="--no-sdxl" / "--no-sd15": one architecture a call, when both do not fit in one
+    # shellcheck disable=SC2086  # SPEED_ARGS: separate words
+    bench gpu_speed "${SPEED_LIMIT:-470}" --compile-mode "${COMPILE_MODE:-reduce-overhead}" --deadline-s "${SPEED_DEADLINE:-330}" ${SPEED_ARGS:-}
     grep '^\[' "$OUT/gpu_speed.log" | tail -40
     ;;
   star)  # each line of $STAR_RUNS: NAME JSON; logs gathered into two files (few files come back)

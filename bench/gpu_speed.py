@@ -84,6 +84,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=None, help="default 20 (--quick: 4)")
     parser.add_argument("--runs", type=int, default=None, help="timed jobs per figure (default 3; --quick: 2)")
     parser.add_argument("--no-sdxl", action="store_true")
+    parser.add_argument("--no-sd15", action="store_true", help="SDXL alone (a second call when the first ran out of time)")
     parser.add_argument("--deadline-s", type=float, default=None, help="skip phases that start later than this")
     return parser.parse_args()
 
@@ -474,7 +475,8 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _cut)
     cut = False
     errors: dict[str, str] = {}
-    phases = [(sd15, "sd15", size_sd15, [1, 4], True)] + ([] if args.no_sdxl else [(sdxl, "sdxl", size_sdxl, [1], False)])
+    phases = (([] if args.no_sd15 else [(sd15, "sd15", size_sd15, [1, 4], True)])
+              + ([] if args.no_sdxl else [(sdxl, "sdxl", size_sdxl, [1], False)]))
     try:
         for out, arch, size, batches, extras in phases:
             try:
