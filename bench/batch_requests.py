@@ -20,6 +20,7 @@ from pathlib import Path
 import app  # noqa: F401  (first: it makes torchvision importable before diffusers imports it)
 import numpy as np
 import torch
+from PIL import Image
 
 from app.engine import Engine, EngineConfig, Txt2ImgRequest
 from app.engine.config import dtype_name
@@ -61,6 +62,11 @@ def queued_together(engine: Engine, requests: list[Txt2ImgRequest]) -> tuple[flo
     return time.perf_counter() - begin, results
 
 
+def largest_difference(a: Image.Image, b: Image.Image) -> int:
+    """The largest difference of two pictures' 8-bit channel values."""
+    return int(np.abs(np.asarray(a, dtype=np.int16) - np.asarray(b, dtype=np.int16)).max())
+
+
 def one_after_another(engine: Engine, requests: list[Txt2ImgRequest]) -> tuple[float, list[JobResult]]:
     begin = time.perf_counter()
     results = [engine.generate(request, owner=f"user{i}") for i, request in enumerate(requests)]
@@ -88,10 +94,8 @@ def main() -> None:
             alone.append(seconds)
             seconds, together = queued_together(engine, requests)
             batched.append(seconds)
-            for single, joint in zip(singles, together):
-                difference = np.abs(np.asarray(single.images[0], dtype=np.int16) -
-                                    np.asarray(joint.images[0], dtype=np.int16))
-                worst = max(worst, int(difference.max()))
+            worst = max([worst] + [largest_difference(single.images[0], joint.images[0])
+                                   for single, joint in zip(singles, together)])
         line = {
             "device": str(engine.manager.device), "dtype": dtype_name(engine.manager.dtype),
             "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,

@@ -7,6 +7,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 versions=$(.venv/bin/python -c "import app, diffusers, transformers, peft; print(f'diffusers=={diffusers.__version__} transformers=={transformers.__version__} peft=={peft.__version__}')" 2>/dev/null | tail -1)
+[ -n "$versions" ] || { echo "gather_wheels: .venv cannot import diffusers, transformers and peft" >&2; exit 1; }
 rm -rf .whl && mkdir .whl
 # shellcheck disable=SC2086  # the versions are separate words
 .venv/bin/pip download -q --no-deps --only-binary=:all: --python-version 3.11 --platform manylinux_2_28_x86_64 \

@@ -59,17 +59,15 @@ from typing import Any
 
 import app  # noqa: F401  (first: it makes torchvision importable before diffusers imports it)
 import diffusers
-import numpy as np
 import torch
 from diffusers import DiffusionPipeline, EulerAncestralDiscreteScheduler
-from PIL import Image
 
 from app.engine import Engine, EngineConfig, JobFailed, Txt2ImgRequest
-from app.engine.jobs import Job, JobResult
+from app.engine.config import dtype_name
 from app.engine.speed import compiled_graphs
 from app.engine.tiny import build_tiny_pipeline
-from batch_requests import one_after_another, queued_together
-from lora_swap import timed_on_worker_ms, write_lora
+from batch_requests import largest_difference, one_after_another, queued_together
+from lora_swap import on_worker, timed_on_worker_ms, write_lora
 from random_sd15 import build_sd15
 from random_sdxl import build_sdxl
 
@@ -210,7 +208,7 @@ class Bench:
     # ----- the engine ----------------------------------------------------------------------------
     def engine(self, name: str, **settings) -> Engine:
         return Engine(EngineConfig(models_dir=self.models_dir, outputs_dir=self.workdir / "outputs",
-                                   default_model=name, device=self.device.type, dtype=_dtype_name(self.dtype),
+                                   default_model=name, device=self.device.type, dtype=dtype_name(self.dtype),
                                    **settings))
 
     def request(self, size: int, batch: int = 1, seed: int = 1, prompt: str = PROMPT) -> Txt2ImgRequest:
@@ -332,7 +330,7 @@ class Bench:
             alone_s.append(seconds)
             seconds, joint = queued_together(engine, requests)
             batched_s.append(seconds)
-            worst = max([worst] + [_largest_difference(a.images[0], b.images[0]) for a, b in zip(singles, joint)])
+            worst = max([worst] + [largest_difference(a.images[0], b.images[0]) for a, b in zip(singles, joint)])
         sequential, together = statistics.median(alone_s), statistics.median(batched_s)
         figures = {"sequential_images_per_s": round(4 / sequential, 3), "batched_images_per_s": round(4 / together, 3),
                    "batched_speedup": round(sequential / together, 3), "max_pixel_diff": worst}
@@ -381,14 +379,14 @@ class Bench:
 
 def on_own_thread(fn: Callable[[], object]) -> Any:
     """``fn()`` on a thread that ends with it, as the engine's jobs run on its worker thread (the model is
-    built so too: the main thread never computes).
+    built so too, and the engine's loads on its worker, ``on_worker``: the main thread never computes).
 
     On the CPU this keeps the comparison fair. Each thread that computes keeps its own OpenMP team for as
     long as it lives, and once libgomp manages more threads than there are CPUs (a team on the main thread
     from plain diffusers, another on the engine's worker), its idle threads spin 100 times instead of
     300,000 before they sleep, so every small op pays a wake-up. Measured with the tiny model at 64x64 on
     2 cores: the same plain pipeline ran about 20 % slower on a second thread once the main thread had
-    computed, and the quick rehearsal's engine_vs_plain was 0.64-0.85 before this, 0.97-1.10 after. On a
+    computed, and the quick rehearsal's engine_vs_plain was 0.64-0.85 before this, 0.96-1.15 after. On a
     GPU it changes nothing (CUDA ops do not use OpenMP). The app computes only on its worker."""
     outcome: dict = {}
 
@@ -404,13 +402,6 @@ def on_own_thread(fn: Callable[[], object]) -> Any:
     if "error" in outcome:
         raise outcome["error"]
     return outcome["value"]
-
-
-def on_worker(engine: Engine, fn: Callable[[], object]) -> Any:
-    """``fn()`` run as a job on the engine's worker (loading a model there, not on the main thread: see
-    on_own_thread)."""
-    job = Job("bench", lambda ctx: JobResult(info={"value": fn()}), description="bench")
-    return engine.worker.submit(job).wait(600).info["value"]
 
 
 XFORMERS_PROBE = """
@@ -438,15 +429,6 @@ def _probe_xformers() -> tuple[str | None, str | None]:
         lines = (probe.stderr or "").strip().splitlines()
         return f"its probe failed: {lines[-1] if lines else probe.returncode}", None
     return None, (probe.stdout.strip().splitlines() or ["unknown"])[-1]
-
-
-def _largest_difference(a: Image.Image, b: Image.Image) -> int:
-    """The largest difference of two pictures' 8-bit channel values."""
-    return int(np.abs(np.asarray(a, dtype=np.int16) - np.asarray(b, dtype=np.int16)).max())
-
-
-def _dtype_name(dtype: torch.dtype) -> str:
-    return {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(dtype, "fp32")
 
 
 def _get(tree: dict, *path: str):

@@ -83,11 +83,16 @@ def timed_ms(fn, device: torch.device) -> float:
     return (time.perf_counter() - start) * 1000
 
 
+def on_worker(engine: Engine, fn):
+    """``fn()`` run as a job on the engine's worker thread, where jobs load models and switch LoRAs
+    (another thread that computes would compete with the worker's OpenMP threads on a small CPU)."""
+    job = Job("bench", lambda ctx: JobResult(info={"value": fn()}), description="bench")
+    return engine.worker.submit(job).wait(600).info["value"]
+
+
 def timed_on_worker_ms(engine: Engine, fn, device: torch.device) -> float:
-    """Time ``fn`` on the engine's worker thread, where jobs switch LoRAs (another thread would compete
-    with the worker's still-spinning OpenMP threads on a small CPU)."""
-    job = Job("bench", lambda ctx: JobResult(info={"ms": timed_ms(fn, device)}), description="bench")
-    return engine.worker.submit(job).wait(600).info["ms"]
+    """Milliseconds of ``fn`` on the engine's worker thread (``on_worker``)."""
+    return on_worker(engine, lambda: timed_ms(fn, device))
 
 
 def seconds_per_image(engine: Engine, prompt: str, args: argparse.Namespace, size: int, blocks: int) -> list[float]:
